@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers only (imported lazily: importing triton is the caller's choice)."""
