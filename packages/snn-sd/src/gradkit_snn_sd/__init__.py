@@ -13,6 +13,7 @@ user's model already uses them.
 from .config import RateBPConfig, SDConfig
 from .functional import masked_kd, rate_node, reliable_teacher
 from .models import (
+    SpikingClassifier,
     SpikingConvNet,
     SpikingResNet,
     SpikingVGG,
@@ -41,6 +42,7 @@ __all__ = [
     "reliable_teacher",
     "masked_kd",
     "find_neurons",
+    "SpikingClassifier",
     "SpikingConvNet",
     "SpikingResNet",
     "SpikingVGG",
