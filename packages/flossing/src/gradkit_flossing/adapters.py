@@ -33,12 +33,29 @@ __all__ = [
 ]
 
 
+_JVP_READY = False
+
+
+def _warm_jvp() -> None:
+    # torch.func.jvp lazily imports torch._decomp.decompositions_for_jvp, which calls the deprecated
+    # torch.jit.script internally and warns on every fresh process; import it once, quietly.
+    global _JVP_READY
+    if not _JVP_READY:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        _JVP_READY = True
+
+
 def jvp_tangent(step: Callable[[Tensor, Tensor], Tensor], h: Tensor, x_t: Tensor, q: Tensor) -> Tensor:
     """``D_t Q`` for any differentiable ``step(h, x_t)``: forward-mode jvp, vmapped over the k columns.
 
     Exact (no finite differences) and differentiable with respect to parameters closed over by
     ``step`` and to ``h``; costs about k step evaluations, vectorised.
     """
+    _warm_jvp()
 
     def column(v: Tensor) -> Tensor:
         return torch.func.jvp(lambda hh: step(hh, x_t), (h,), (v,))[1]
