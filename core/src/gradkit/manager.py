@@ -81,7 +81,7 @@ def _check(pm: pluggy.PluginManager, plugin: object | None = None) -> None:
         if caller.spec is not None:
             continue
         for impl in caller.get_hookimpls():
-            if impl.hookimpl_opts.get("optionalhook"):
+            if impl.optionalhook:
                 continue
             if plugin is not None and impl.plugin is not plugin:
                 continue

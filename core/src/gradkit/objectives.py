@@ -211,15 +211,16 @@ class GRPO(Objective):
         if self.beta > 0 and ref is None:
             raise ConfigError("GRPO: beta > 0 needs `ref_token_logps` in the batch (reference model log-probs), or set beta=0")
         lengths = mask.sum(dim=1)
+        mask_f = mask.to(torch.float64)
         if self.loss_type == "grpo":
             n_seq = float(normalizer) if normalizer is not None else float(B)
-            w = mask / (lengths.clamp(min=1).unsqueeze(1) * n_seq)
+            w = mask_f / (lengths.clamp(min=1).unsqueeze(1) * n_seq)
         elif self.loss_type == "bnpo":
             denom = float(normalizer) if normalizer is not None else float(mask.sum())
-            w = mask / (denom if denom > 0 else 1.0)
+            w = mask_f / (denom if denom > 0 else 1.0)
         else:
             n_seq = float(normalizer) if normalizer is not None else float(B)
-            w = mask / (n_seq * float(self.max_length or T))
+            w = mask_f / (n_seq * float(self.max_length or T))
         lo, hi = 1.0 - self.epsilon, 1.0 + self.epsilon_high
 
         def token(logp: torch.Tensor, sl: slice) -> torch.Tensor:

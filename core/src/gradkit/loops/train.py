@@ -149,11 +149,10 @@ def train(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir), checkpoint_every=checkpoint_every,
         resume=resume, seed=seed, log_every=log_every, progress=progress,
     )
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        accelerator = _make_accelerator(cfg.mixed_precision)
     if cfg.seed is not None:
         set_seed(cfg.seed)
     pm = get_plugin_manager()
@@ -232,6 +231,23 @@ def train(
     finally:
         for h in reversed(handles):
             h.remove()
+
+
+def _make_accelerator(mixed_precision: str) -> Any:
+    """An Accelerator with this precision. accelerate keeps one process-wide state; in a single process
+    a later run with another precision resets it (under a multi-process launch, set it at launch)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        if PartialState().num_processes > 1:
+            raise ConfigError(
+                f"train: `mixed_precision={mixed_precision!r}` differs from the launcher's "
+                f"{state.get('_mixed_precision')!r}; set it with `accelerate launch --mixed_precision`"
+            )
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 def _save(accelerator: Any, root: Path, loop: LoopState) -> None:
