@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["tiny_causal_lm", "use_exact_rmsnorm", "random_batch", "oracle_loss_and_grads", "max_rel_error"]
+__all__ = ["enable_checkpointing", "tiny_causal_lm", "use_exact_rmsnorm", "random_batch", "oracle_loss_and_grads", "max_rel_error"]
 
 
 def tiny_causal_lm(family: str = "llama", *, vocab: int = 97, hidden: int = 64, intermediate: int = 128, layers: int = 2,
@@ -102,3 +102,14 @@ def max_rel_error(a: torch.nn.Module, b: torch.nn.Module) -> tuple[float, str]:
         if rel > worst:
             worst, where = rel, name
     return worst, where
+
+
+def enable_checkpointing(model: torch.nn.Module) -> torch.nn.Module:
+    """Hugging Face activation (gradient) checkpointing, non-reentrant, without deprecation warnings."""
+    kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    fn = getattr(model, "activation_checkpointing_enable", None)
+    if fn is None:  # transformers < 5
+        fn = model.gradient_checkpointing_enable
+    fn(**kw)
+    model.config.use_cache = False
+    return model
