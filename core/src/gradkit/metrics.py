@@ -89,7 +89,8 @@ class SavedTensorMeter:
                 self.current_bytes -= entry[1]
 
     def _pack(self, t: torch.Tensor) -> Any:
-        if isinstance(t, torch.nn.Parameter) or t.untyped_storage().data_ptr() in self._excluded:
+        base = t._base if t._base is not None else t
+        if isinstance(base, torch.nn.Parameter) or t.untyped_storage().data_ptr() in self._excluded:
             return t
         if t.untyped_storage().data_ptr() == 0:  # empty or meta
             return t
