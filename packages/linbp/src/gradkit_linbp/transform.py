@@ -45,7 +45,9 @@ def _walk(model: nn.Module) -> tuple[list[Unit], dict[str, int], dict[str, str],
     names_of: dict[int, list[str]] = {}
 
     def visit(mod: nn.Module, prefix: str) -> None:
-        for name, child in mod.named_children():
+        for name, child in mod._modules.items():  # not named_children(): it hides repeated modules
+            if child is None:
+                continue
             q = f"{prefix}.{name}" if prefix else name
             order[q] = len(order)
             first = id(child) not in names_of
