@@ -106,10 +106,10 @@ def max_rel_error(a: torch.nn.Module, b: torch.nn.Module) -> tuple[float, str]:
 
 def enable_checkpointing(model: torch.nn.Module) -> torch.nn.Module:
     """Hugging Face activation (gradient) checkpointing, non-reentrant, without deprecation warnings."""
-    kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
     fn = getattr(model, "activation_checkpointing_enable", None)
-    if fn is None:  # transformers < 5
-        fn = model.gradient_checkpointing_enable
-    fn(**kw)
+    if fn is not None:
+        fn(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers < 5
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     return model
