@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers (imported lazily by :mod:`gradkit_fastsample.ops`)."""
