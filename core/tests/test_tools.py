@@ -128,3 +128,20 @@ def test_core_demo_runs_and_writes_report(tmp_path):
     assert (tmp_path / "core" / "loss.png").exists()
     with pytest.raises(UnknownNameError, match="available demos"):
         run_demos(["nope"], tmp_path)
+
+
+def test_failing_demo_is_reported_and_others_still_run(tmp_path):
+    from gradkit.demos import run_demos
+
+    class Demos:
+        @gradkit.hookimpl
+        def gradkit_register_demos(self, register):
+            register("boom", lambda ctx: 1 / 0, summary="fails")
+            register("fine", lambda ctx: {"x": 1}, summary="works")
+
+    gradkit.register(Demos(), name="demos")
+    lines = []
+    res = run_demos(["boom", "fine"], tmp_path, progress=False, echo=lines.append, keep_going=True)
+    assert "ZeroDivisionError" in res["boom"]["error"] and res["fine"]["x"] == 1
+    with pytest.raises(ZeroDivisionError):
+        run_demos(["boom"], tmp_path, progress=False, echo=lines.append)

@@ -49,10 +49,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        run_demos(args.names, Path(args.out), seed=args.seed, progress=not args.no_progress)
+        results = run_demos(args.names, Path(args.out), seed=args.seed, progress=not args.no_progress,
+                            keep_going=True)
     except UnknownNameError as exc:
         print(f"gradkit demo: {exc}", file=sys.stderr)
         return 2
+    failed = [n for n, r in results.items() if "error" in r]
+    if failed:
+        print(f"gradkit demo: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

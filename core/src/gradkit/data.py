@@ -42,7 +42,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:
-        raise ImportError("gradkit.data.load_digits needs scikit-learn: `pip install scikit-learn`") from exc
+        raise ImportError("gradkit.data.load_digits needs scikit-learn: `pip install 'gradkit[data]'` (or scikit-learn)") from exc
     bunch = _sk_load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)

@@ -80,8 +80,11 @@ def _fmt(v: Any) -> str:
 
 
 def run_demos(names: list[str] | None, out_dir: Path, *, seed: int = 0, progress: bool = True,
-              echo: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Run the named demos (all when ``names`` is empty) and write ``report.md``/``report.json``."""
+              echo: Callable[[str], None] = print, keep_going: bool = False) -> dict[str, dict[str, Any]]:
+    """Run the named demos (all when ``names`` is empty) and write ``report.md``/``report.json``.
+
+    With ``keep_going`` a failing demo is reported (``{"error": ...}``) and the others still run.
+    """
     entries = demo_entries()
     names = list(names or sorted(entries))
     unknown = [n for n in names if n not in entries]
@@ -96,7 +99,13 @@ def run_demos(names: list[str] | None, out_dir: Path, *, seed: int = 0, progress
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         echo(f"== demo {name}: {entries[name].summary}")
         t0 = time.perf_counter()
-        summary = dict(entries[name].fn(ctx) or {})
+        try:
+            summary = dict(entries[name].fn(ctx) or {})
+        except Exception as exc:  # one broken demo must not hide the others' results
+            if not keep_going:
+                raise
+            summary = {"error": f"{type(exc).__name__}: {exc}"}
+            echo(f"   demo {name} FAILED: {summary['error']}")
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         results[name] = summary
         echo(format_table(name, summary))
