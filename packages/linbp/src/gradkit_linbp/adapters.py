@@ -34,6 +34,8 @@ class BlockAdapter:
         branch: ``branch(block, x, act)``: the residual branch, calling ``act`` for every ReLU that
             LinBP may linearise.
         post: ``post(block, y)``: what follows the addition (the post-add ReLU, kept nonlinear).
+        chain: the branch is a chain (every path from ``x`` passes through its last ``act`` call);
+            lets the backward share the VJP after the last ReLU between linear and true gradients.
     """
 
     name: str
@@ -41,6 +43,7 @@ class BlockAdapter:
     skip: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     branch: Callable[[nn.Module, torch.Tensor, Act], torch.Tensor]
     post: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    chain: bool = False
 
 
 _BASIC = {"conv1", "bn1", "conv2", "bn2", "relu", "downsample"}
@@ -77,8 +80,8 @@ def _bottleneck_branch(b: nn.Module, x: torch.Tensor, act: Act) -> torch.Tensor:
 
 ADAPTERS: list[BlockAdapter] = [
     BlockAdapter("torchvision-bottleneck", lambda m: _is_tv(m, _BOTTLENECK) and "conv3" in m._modules,
-                 _skip, _bottleneck_branch, _post),
-    BlockAdapter("torchvision-basicblock", lambda m: _is_tv(m, _BASIC), _skip, _basic_branch, _post),
+                 _skip, _bottleneck_branch, _post, chain=True),
+    BlockAdapter("torchvision-basicblock", lambda m: _is_tv(m, _BASIC), _skip, _basic_branch, _post, chain=True),
 ]
 
 

@@ -31,6 +31,7 @@ class Row:
     renorm: bool = True
     lam: float = 1.0
     ila: bool = False
+    targeted: bool = False  # target (y + 1) mod 10; success = the model predicts the target
     result: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -76,12 +77,13 @@ def run_rows(source: str, rows: list[Row], *, n: int = 200, eps: float = 0.2, al
     for row in it:
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        res = linbp_attack(src, x, y, method=row.method, start=row.start, renorm=row.renorm, lam=row.lam, eps=eps,
+        target = (y + 1) % 10 if row.targeted else y
+        res = linbp_attack(src, x, target, method=row.method, start=row.start, renorm=row.renorm, lam=row.lam, eps=eps,
                            alpha=alpha, steps=steps, ila_layer=ILA_LAYERS[source] if row.ila else None,
-                           ila_steps=ila_steps, generator=g)
+                           ila_steps=ila_steps, targeted=row.targeted, generator=g)
         row.seconds = time.perf_counter() - t0
         x_adv = torch.round(res.x_adv * 255) / 255
-        rates = success_on({"wb": src, **vic}, x_adv, y)
+        rates = success_on({"wb": src, **vic}, x_adv, target, targeted=row.targeted)
         rates["avg"] = sum(rates[v] for v in vic) / len(vic)
         row.result = rates
     return rows, len(x)

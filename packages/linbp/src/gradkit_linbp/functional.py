@@ -92,11 +92,13 @@ class SwitchableReLUFunction(torch.autograd.Function):
 class _BranchGraph:
     """The branch graph recorded in forward (detached input, output, switch)."""
 
-    __slots__ = ("xi", "out", "switch")
+    __slots__ = ("xi", "out", "switch", "last", "chain")
 
-    def __init__(self) -> None:
+    def __init__(self, chain: bool = False) -> None:
         self.xi: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None  # output of the last act() call (chain branches)
+        self.chain = chain
         self.switch = ReLUSwitch()
 
 
@@ -112,9 +114,14 @@ class BranchLinBPFunction(torch.autograd.Function):
         graph: _BranchGraph,
     ) -> torch.Tensor:
         switch = graph.switch
+
+        def act(t: torch.Tensor) -> torch.Tensor:
+            graph.last = SwitchableReLUFunction.apply(t, switch)
+            return graph.last
+
         with torch.enable_grad():
             xi = x.detach().requires_grad_(True)
-            out = branch(xi, lambda t: SwitchableReLUFunction.apply(t, switch))
+            out = branch(xi, act)
         graph.xi, graph.out = xi, out
         return out.detach()
 
@@ -130,11 +137,17 @@ class BranchLinBPFunction(torch.autograd.Function):
             return None, None, None, None, None
         # keep the inner graph as long as the outer one lives (a second backward must work too)
         graph.switch.linear = True
-        (g_lin,) = torch.autograd.grad(graph.out, graph.xi, grad, retain_graph=True)
+        top, g_top = graph.out, grad
+        if ctx.renorm and graph.chain and graph.last is not None:
+            # a chain branch reaches its input only through the last ReLU: the VJP of the part after it
+            # is shared by the linear and the true gradient, so take it once
+            (g_top,) = torch.autograd.grad(graph.out, graph.last, grad, retain_graph=True)
+            top = graph.last
+        (g_lin,) = torch.autograd.grad(top, graph.xi, g_top, retain_graph=True)
         if not ctx.renorm:
             return (g_lin if ctx.lam == 1.0 else g_lin * ctx.lam), None, None, None, None
         graph.switch.linear = False
-        (g_true,) = torch.autograd.grad(graph.out, graph.xi, grad, retain_graph=True)
+        (g_true,) = torch.autograd.grad(top, graph.xi, g_top, retain_graph=True)
         graph.switch.linear = True
         return renorm_scale(g_lin, g_true, ctx.lam), None, None, None, None
 
@@ -145,11 +158,14 @@ def branch_linbp(
     *,
     lam: float = 1.0,
     renorm: bool = True,
+    chain: bool = False,
 ) -> torch.Tensor:
     """``branch(x, act)`` with LinBP backward; ``act`` is the ReLU the branch must use for its ReLUs.
 
     Forward values equal ``branch(x, torch.relu)``. Without gradient tracking the branch runs plainly.
+    ``chain=True`` promises that every path from ``x`` to the output passes through the *last*
+    ``act`` call (true for torchvision blocks); the backward then shares the VJP after that ReLU.
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
         return branch(x, torch.relu)
-    return BranchLinBPFunction.apply(x, branch, float(lam), bool(renorm), _BranchGraph())
+    return BranchLinBPFunction.apply(x, branch, float(lam), bool(renorm), _BranchGraph(chain))

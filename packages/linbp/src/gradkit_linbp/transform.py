@@ -257,7 +257,7 @@ def _block_forward(block: nn.Module, adapter: BlockAdapter, lam: float, renorm: 
             "and needs fixed BatchNorm/dropout: call model.eval() before attacking"
         )
     skip = adapter.skip(block, x)
-    branch = branch_linbp(x, functools.partial(adapter.branch, block), lam=lam, renorm=renorm)
+    branch = branch_linbp(x, functools.partial(adapter.branch, block), lam=lam, renorm=renorm, chain=adapter.chain)
     return adapter.post(block, skip + branch)
 
 
