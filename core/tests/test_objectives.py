@@ -1,11 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from gradkit.errors import ConfigError
-from gradkit.objectives import DPO, GRPO, CausalLMSFT, shift_labels, token_logps
-
 from _models import TinyLM, lm_batches
 from conftest import tiny_llama
+from gradkit.errors import ConfigError
+from gradkit.objectives import DPO, GRPO, CausalLMSFT, shift_labels, token_logps
 
 
 def _chunked(objective, logits, batch, bounds, normalizer=None):

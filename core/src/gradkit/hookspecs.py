@@ -11,7 +11,8 @@ Every hook below is documented, with this exact signature, in ``docs/hooks.md`` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

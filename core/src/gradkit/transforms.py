@@ -14,7 +14,8 @@ Plugins register factories through ``gradkit_register_transforms``; users build 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

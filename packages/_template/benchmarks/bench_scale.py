@@ -7,7 +7,6 @@ import json
 
 import torch
 from gradkit.metrics import timeit
-
 from gradkit_template import GradScale
 
 

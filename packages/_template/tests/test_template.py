@@ -2,7 +2,6 @@ import pytest
 import torch
 from gradkit.errors import ConfigError
 from gradkit.testing import PluginContract
-
 from gradkit_template import GradScale
 from gradkit_template.ops import _scale
 from gradkit_template.reference import scale_reference

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
