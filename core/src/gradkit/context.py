@@ -243,6 +243,7 @@ class StepResult:
     loss: float
     terms: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    stash: Stash = field(default_factory=Stash)
 
     def as_dict(self) -> dict[str, float]:
         out = {"loss": self.loss}
