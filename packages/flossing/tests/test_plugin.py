@@ -145,3 +145,27 @@ def test_batch_inputs_errors():
     assert batch_inputs({"x": torch.zeros(1)}).shape == (1,)
     with pytest.raises(ConfigError, match="inputs"):
         batch_inputs({"y": 1})
+
+
+def _ddp_worker():
+    import torch.distributed as dist
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    rank = acc.process_index
+    m = DelayTaskRNN(8, generator=torch.Generator().manual_seed(1))
+    data = _data(seed=10 + rank)  # different inputs per rank
+    cfg = dict(SMALL, pre_steps=2, inter_every=2, inter_steps=1, inter_max=1, seed=rank)  # different flossing RNG too
+    gradkit.train(m, data, objective=_objective, optimizer=torch.optim.SGD(m.parameters(), lr=0.1), steps=3,
+                  transforms=[("flossing", cfg)], progress=False, accelerator=acc)
+    flat = torch.cat([p.detach().flatten() for p in m.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(2)]
+    dist.all_gather(gathered, flat)
+    assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
+
+
+@pytest.mark.slow  # ~60 s on the shared CPU (two spawned processes, gloo)
+def test_flossing_stays_in_sync_across_ddp_ranks():
+    from accelerate import debug_launcher
+
+    debug_launcher(_ddp_worker, num_processes=2)

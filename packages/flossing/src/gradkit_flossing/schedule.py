@@ -136,6 +136,7 @@ class Flosser:
         loss, lam = self.loss(xs)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+        _average_across_processes(grads)
         if self.config.clip is not None:
             _clip(grads, self.config.clip)
         saved = [p.grad for p in self.params]
@@ -166,6 +167,17 @@ class Flosser:
         """No-grad exponents averaged over ``batch`` sequences: ``(k,)``."""
         xs = self.sample(batch, length or max(self.config.horizon, 100)) if xs is None else xs
         return self.exponents(xs, k).mean(0)
+
+
+def _average_across_processes(grads: list[Tensor]) -> None:
+    """Under torch.distributed (DDP via accelerate), average flossing gradients over ranks so that
+    every rank applies the same update (each rank flosses on its own inputs)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for g in grads:
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            g.div_(dist.get_world_size())
 
 
 def _clip(grads: list[Tensor], max_norm: float) -> None:
