@@ -60,6 +60,8 @@ def test_mode_off_and_no_phases_leave_training_bitwise_identical():
         assert torch.equal(pa, pb)
     assert [h["loss"] for h in sa["history"]] == [h["loss"] for h in sb["history"]]
     assert "floss/lambda_1" in sb["history"][0]
+    assert sb["history"][0]["floss/log10_cond_10"] > 0  # horizon 12 - transient 2 steps
+    assert sb["history"][0]["floss/grad_norm_delay_12"] > 0
     assert sb["flossing"]["updates"] == 0
 
 

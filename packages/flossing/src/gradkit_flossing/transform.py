@@ -19,7 +19,7 @@ from gradkit.transforms import GradientTransform, TransformHandle
 from torch import Tensor
 
 from .config import FlossingConfig
-from .lyapunov import flossing_loss
+from .lyapunov import flossing_loss, gradient_norm_vs_delay, jacobian_condition
 from .schedule import Flosser, crop_inputs
 
 __all__ = ["FlossingTransform", "batch_inputs"]
@@ -171,6 +171,11 @@ class FlossingTransform(GradientTransform):
         if self.needs_batch and self.last_batch_x is None:
             return
         lam = f.spectrum(batch=2, k=min(f.k, c.log_k))
+        xs = f.sample(1, c.horizon)
+        cond = jacobian_condition(f.dynamics, xs, f.k, burn_in=c.transient_steps)["log10_cond"]
+        gnorm = gradient_norm_vs_delay(f.dynamics, xs, generator=f.generator)
+        result.metrics[f"floss/log10_cond_{c.horizon - c.transient_steps}"] = float(cond.mean())
+        result.metrics[f"floss/grad_norm_delay_{c.horizon}"] = float(gnorm[-1])
         result.metrics["floss/lambda_1"] = float(lam[0])
         result.metrics[f"floss/lambda_{lam.numel()}"] = float(lam[-1])
         result.metrics["floss/seconds"] = self.floss_seconds
