@@ -30,6 +30,23 @@ def _allowed(key_mask, b, c, e, q_offset, device):
     return allowed  # (B|1, 1, 1, c, e)
 
 
+def _probs(qg, kp, key_mask, b, hkv, g, c, e, q_offset, scale, lse=None):
+    """Scores -> probabilities in one (B, Hkv, G*c, e) buffer (in place). Returns (p, lse)."""
+    s = torch.matmul(qg, kp.transpose(-1, -2))
+    s.mul_(scale)
+    s5 = s.view(b, hkv, g, c, e)
+    if key_mask is None:  # only the diagonal c x c block has hidden keys
+        diag = torch.ones(c, c, dtype=torch.bool, device=qg.device).triu_(1)
+        s5[..., q_offset:e].masked_fill_(diag, float("-inf"))
+    else:
+        s5.masked_fill_(~_allowed(key_mask, b, c, e, q_offset, qg.device), float("-inf"))
+    if lse is None:
+        lse = torch.logsumexp(s5, dim=-1)
+    safe = torch.where(torch.isinf(lse), torch.zeros((), dtype=lse.dtype, device=lse.device), lse)
+    s5.sub_(safe.unsqueeze(-1)).exp_()  # masked entries: exp(-inf) = 0; queries with no key: all 0
+    return s, lse
+
+
 def prefix_attention_fwd_ref(q, k, v, key_mask, q_offset: int, scale: float):
     """Return ``(o, lse)``: o (B, Hq, c, D) in q's dtype, lse (B, Hq, c) in the compute dtype
     (``-inf`` for queries that see no key)."""
@@ -38,17 +55,12 @@ def prefix_attention_fwd_ref(q, k, v, key_mask, q_offset: int, scale: float):
     g = hq // hkv
     e = q_offset + c
     cd = _cd(q.dtype)
-    qg = q.to(cd).view(b, hkv, g, c, d)
+    qg = q.to(cd).reshape(b, hkv, g * c, d)
     kp = k[:, :, :e].to(cd)
     vp = v[:, :, :e].to(cd)
-    s = torch.einsum("bhgcd,bhed->bhgce", qg, kp) * scale
-    allowed = _allowed(key_mask, b, c, e, q_offset, q.device)
-    s = s.masked_fill(~allowed, float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)
-    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
-    p = torch.exp(s - safe.unsqueeze(-1))  # masked entries exp(-inf) = 0
-    o = torch.einsum("bhgce,bhed->bhgcd", p, vp)
-    return o.reshape(b, hq, c, d).to(q.dtype), lse.reshape(b, hq, c)
+    p, lse = _probs(qg, kp, key_mask, b, hkv, g, c, e, q_offset, scale)
+    o = torch.matmul(p, vp)
+    return o.view(b, hq, c, d).to(q.dtype), lse.reshape(b, hq, c)
 
 
 def prefix_attention_bwd_ref(q, k, v, o, lse, do, key_mask, q_offset: int, scale: float, dk, dv):
@@ -58,20 +70,16 @@ def prefix_attention_bwd_ref(q, k, v, o, lse, do, key_mask, q_offset: int, scale
     g = hq // hkv
     e = q_offset + c
     cd = _cd(q.dtype)
-    qg = q.to(cd).view(b, hkv, g, c, d)
+    qg = q.to(cd).reshape(b, hkv, g * c, d)
     kp = k[:, :, :e].to(cd)
     vp = v[:, :, :e].to(cd)
-    dog = do.to(cd).view(b, hkv, g, c, d)
-    og = o.to(cd).view(b, hkv, g, c, d)
-    lseg = lse.to(cd).view(b, hkv, g, c)
-    allowed = _allowed(key_mask, b, c, e, q_offset, q.device)
-    s = torch.einsum("bhgcd,bhed->bhgce", qg, kp) * scale
-    safe = torch.where(torch.isinf(lseg), torch.zeros_like(lseg), lseg)
-    p = torch.where(allowed, torch.exp(s - safe.unsqueeze(-1)), torch.zeros((), dtype=cd, device=q.device))
+    dog = do.to(cd).reshape(b, hkv, g * c, d)
+    og = o.to(cd).reshape(b, hkv, g * c, d)
+    p, _ = _probs(qg, kp, key_mask, b, hkv, g, c, e, q_offset, scale, lse=lse.to(cd).view(b, hkv, g, c))
     delta = (dog * og).sum(-1, keepdim=True)
-    dp = torch.einsum("bhgcd,bhed->bhgce", dog, vp)
-    ds = p * (dp - delta) * scale
-    dq = torch.einsum("bhgce,bhed->bhgcd", ds, kp).reshape(b, hq, c, d)
-    dk[:, :, :e] += torch.einsum("bhgce,bhgcd->bhed", ds, qg).to(dk.dtype)
-    dv[:, :, :e] += torch.einsum("bhgce,bhgcd->bhed", p, dog).to(dv.dtype)
+    ds = torch.matmul(dog, vp.transpose(-1, -2))
+    ds.sub_(delta).mul_(p).mul_(scale)
+    dq = torch.matmul(ds, kp).view(b, hq, c, d)
+    dk[:, :, :e] += torch.matmul(ds.transpose(-1, -2), qg).to(dk.dtype)
+    dv[:, :, :e] += torch.matmul(p.transpose(-1, -2), dog).to(dv.dtype)
     return dq.to(q.dtype)

@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 
 
+_ROWS = 64
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
@@ -25,12 +28,18 @@ def token_logprobs_ref(
     logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logp, lse)``, both (N,) in the compute dtype."""
-    x = logits.to(_compute_dtype(logits.dtype))
-    lse = torch.logsumexp(x, dim=-1)
+    cd = _compute_dtype(logits.dtype)
+    n = logits.shape[0]
     valid = targets != ignore_index
     safe = torch.where(valid, targets, torch.zeros_like(targets))
-    picked = x.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    logp = torch.where(valid, picked - lse, torch.zeros_like(lse))
+    logp = torch.empty(n, dtype=cd, device=logits.device)
+    lse = torch.empty(n, dtype=cd, device=logits.device)
+    for r0 in range(0, n, _ROWS):  # fused log_softmax on row blocks: a small temporary, one pass
+        x = logits[r0:r0 + _ROWS].to(cd)
+        ls = torch.log_softmax(x, dim=-1)
+        lse[r0:r0 + _ROWS] = x[:, 0] - ls[:, 0]
+        logp[r0:r0 + _ROWS] = ls.gather(-1, safe[r0:r0 + _ROWS].unsqueeze(-1)).squeeze(-1)
+    logp = torch.where(valid, logp, torch.zeros_like(logp))
     return logp, lse
 
 
@@ -41,13 +50,14 @@ def weighted_ce_bwd_ref(
     grad_logp: torch.Tensor,
     ignore_index: int = -100,
 ) -> torch.Tensor:
-    """Overwrite ``logits`` with dL/dlogits and return it."""
+    """Overwrite ``logits`` with dL/dlogits and return it (in place when the dtype is float32/64)."""
     cd = _compute_dtype(logits.dtype)
     valid = targets != ignore_index
     g = torch.where(valid, grad_logp.to(cd), torch.zeros((), dtype=cd, device=logits.device))
-    p = torch.exp(logits.to(cd) - lse.to(cd).unsqueeze(-1))
-    d = -g.unsqueeze(-1) * p
+    x = logits if logits.dtype == cd else logits.to(cd)
+    x.sub_(lse.to(cd).unsqueeze(-1)).exp_().mul_(-g.unsqueeze(-1))  # -g * softmax
     safe = torch.where(valid, targets, torch.zeros_like(targets))
-    d.scatter_add_(-1, safe.unsqueeze(-1), g.unsqueeze(-1))
-    logits.copy_(d)
+    x.scatter_add_(-1, safe.unsqueeze(-1), g.unsqueeze(-1))
+    if x is not logits:
+        logits.copy_(x)
     return logits
