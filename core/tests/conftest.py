@@ -1,4 +1,5 @@
 import os
+from importlib.metadata import entry_points
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -6,6 +7,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+# The core's tests run against the core alone, even where plugins are installed beside it.
+_INSTALLED = sorted({ep.name for ep in entry_points(group="gradkit")})
+os.environ["GRADKIT_DISABLE_PLUGINS"] = ",".join(_INSTALLED)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """metrics, data, kernels dispatch, CLI, demos."""
 
+import os
 import subprocess
 import sys
 
@@ -105,7 +106,8 @@ def test_require_triton_names_the_extra(monkeypatch):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "gradkit", *args], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                          env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "GRADKIT_DISABLE_PLUGINS": os.environ.get("GRADKIT_DISABLE_PLUGINS", "")})
 
 
 def test_cli_version_plugins_and_unknown_demo():
@@ -145,3 +147,18 @@ def test_failing_demo_is_reported_and_others_still_run(tmp_path):
     assert "ZeroDivisionError" in res["boom"]["error"] and res["fine"]["x"] == 1
     with pytest.raises(ZeroDivisionError):
         run_demos(["boom"], tmp_path, progress=False, echo=lines.append)
+
+
+def test_plugin_failing_in_registration_is_skipped_with_a_warning():
+    from gradkit.manager import PluginLoadWarning
+
+    class Broken:
+        @gradkit.hookimpl
+        def gradkit_register_demos(self, register):
+            register("half", lambda ctx: {}, summary="registered before the failure")
+            raise ModuleNotFoundError("No module named 'missing_dep'")
+
+    gradkit.register(Broken(), name="broken")
+    with pytest.warns(PluginLoadWarning, match=r"'broken' failed in gradkit_register_demos.*missing_dep"):
+        demos = gradkit.demos.available()
+    assert "core" in demos and "half" not in demos

@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import DuplicateNameError, PluginError, UnknownNameError
+from .errors import DuplicateNameError, GradkitError, PluginError, UnknownNameError
 
 __all__ = [
     "hookimpl",
@@ -261,7 +261,20 @@ def _collect(hook_name: str, make: Callable[..., Any]) -> dict[str, Any]:
                     )
                 entries[name] = make(name, target, _plugin, **kw)
 
-            impl.function(register=_register)
+            before = dict(entries)
+            try:
+                impl.function(register=_register)
+            except GradkitError:
+                raise
+            except Exception as exc:  # a broken plugin must not take the others down
+                entries.clear()
+                entries.update(before)
+                warnings.warn(
+                    f"gradkit: plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}; "
+                    "its registrations are skipped",
+                    PluginLoadWarning,
+                    stacklevel=3,
+                )
         _registry_cache[hook_name] = entries
         return entries
 
