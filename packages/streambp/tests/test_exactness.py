@@ -239,3 +239,19 @@ def test_no_full_mask_or_full_logits_tensor():
     assert not [s for s in seen if len(s) >= 2 and s[-1] == T and s[-2] == T], "a T x T tensor was built"
     full_logits = B * T * V
     assert max(torch.Size(s).numel() for s in seen) < full_logits
+
+
+def test_bfloat16_is_as_close_to_float64_as_bf16_autograd():
+    """Paper Table 6's claim on a tiny model: bf16 StreamBP is about as accurate as bf16 standard BP."""
+    m = tiny_causal_lm("qwen3", dtype=torch.float32)
+    ref = use_exact_rmsnorm(copy.deepcopy(m).double())
+    a = copy.deepcopy(m).to(torch.bfloat16)
+    s = copy.deepcopy(a)
+    b = random_batch(2, 33, padding="both", prompt=5)
+    oracle_loss_and_grads(ref, b, O.CausalLMSFT())
+    oracle_loss_and_grads(a, b, O.CausalLMSFT())
+    stream_backward(s, b, O.CausalLMSFT(), layer_chunk=7, head_chunk=5)
+    err_plain, _ = max_rel_error(ref, a)
+    err_stream, where = max_rel_error(ref, s)
+    assert err_stream <= 2.0 * err_plain, (err_stream, err_plain, where)
+    assert all(p.grad.dtype == torch.bfloat16 for p in s.parameters())
