@@ -314,7 +314,7 @@ def test_bad_inputs_raise_clear_errors():
     assert all("forward" not in m.__dict__ for m in model.modules())
 
 
-def test_refuses_shared_functional_and_training_mode():
+def test_refuses_shared_and_functional_relus():
     x = torch.rand(2, 4, requires_grad=True)
     m = SharedReLU()
     with pytest.raises(TransformError, match="more than once"):
@@ -340,11 +340,23 @@ def test_refuses_shared_functional_and_training_mode():
     seq_shared.add_module("again", seq_shared[1])
     with pytest.raises(TransformError, match="several names"):
         LinBP(start=0).attach(seq_shared)
-    res = TinyResNet(TVBasic).train()
-    with pytest.raises(TransformError, match="eval"):
-        with LinBP(res, start=1):
-            res(torch.rand(2, 3, 8, 8, requires_grad=True))
-    assert all("forward" not in mm.__dict__ for mm in res.modules())
+
+
+def test_training_mode_forward_and_bn_statistics_unchanged():
+    """The branch runs once per forward (no recompute), so train-mode BN/dropout behave as without LinBP."""
+    import copy
+
+    torch.manual_seed(9)
+    a = TinyResNet(TVBasic).train()
+    b = copy.deepcopy(a)
+    x = torch.rand(4, 3, 8, 8, requires_grad=True)
+    ya = a(x)
+    with LinBP(b, start=1):
+        yb = b(x)
+        yb.sum().backward()
+    assert torch.equal(ya, yb)
+    for (k, u), (_, v) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(u, v), k
 
 
 def test_adapter_that_does_not_reproduce_forward_is_refused():
@@ -356,3 +368,43 @@ def test_adapter_that_does_not_reproduce_forward_is_refused():
     with pytest.raises(TransformError, match="does not reproduce"):
         with LinBP(model, start=0):
             model(torch.rand(1, 3, 5, 5, requires_grad=True))
+
+
+def test_user_block_adapter():
+    from gradkit_linbp import BlockAdapter, register_block_adapter
+    from gradkit_linbp.adapters import ADAPTERS
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))
+
+        def forward(self, x):
+            return torch.nn.functional.relu(x + self.body(x))
+
+    adapter = BlockAdapter(
+        "res", lambda m: isinstance(m, Res), skip=lambda b, x: x,
+        branch=lambda b, x, act: b.body[2](act(b.body[0](x))), post=lambda b, y: torch.nn.functional.relu(y),
+    )
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(5, 6), Res(), Res(), nn.Linear(6, 3)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    with pytest.raises(TransformError, match="functional relu"):  # without the adapter: the F.relu is refused
+        with LinBP(model, start=0):
+            model(x)
+    register_block_adapter(adapter)
+    try:
+        assert [u.kind for u in find_units(model)] == ["block", "block"]
+        out0, _ = input_grad(model, x)
+        with LinBP(model, start=0, renorm=False):
+            out1, g = input_grad(model, x)
+        assert torch.equal(out0, out1)
+        # independent: linearise the body ReLUs by hand (post-add F.relu stays a true ReLU)
+        for blk in (model[1], model[2]):
+            blk.body[1].forward = linear_relu
+        _, want = input_grad(model, x)
+        for blk in (model[1], model[2]):
+            del blk.body[1].forward
+        torch.testing.assert_close(g, want, rtol=0, atol=1e-12)
+    finally:
+        ADAPTERS.remove(adapter)

@@ -10,7 +10,7 @@ from .experiment import Row, format_table, run_rows
 from .models import VICTIMS
 
 # small, fixed settings so the demo stays well under 3 minutes on a shared 2-core CPU
-DEMO = dict(n=100, eps=0.2, alpha=0.02, steps=30)
+DEMO = dict(n=100, eps=0.2, alpha=0.025, steps=20)
 
 
 def demo(ctx: Any) -> dict[str, Any]:

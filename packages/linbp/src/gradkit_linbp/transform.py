@@ -173,7 +173,8 @@ class LinBP(GradientTransform):
     branch ReLUs are linearised, the post-add ReLU is kept, and with ``renorm=True`` the branch's
     input gradient is rescaled per example to the norm of the true branch gradient (times ``lam``).
     Everything before ``start`` is plain backpropagation. Parameters inside linearised residual
-    branches receive no gradient (LinBP is for input gradients of a frozen, eval-mode model).
+    branches receive no gradient (LinBP is for input gradients of a frozen model, normally in eval
+    mode; train mode works since the branch is never recomputed).
 
     Args:
         model: optional module; when given, ``with LinBP(model, ...):`` attaches for the block.
@@ -251,11 +252,6 @@ class LinBP(GradientTransform):
 
 
 def _block_forward(block: nn.Module, adapter: BlockAdapter, lam: float, renorm: bool, x: torch.Tensor) -> torch.Tensor:
-    if block.training and torch.is_grad_enabled() and x.requires_grad:
-        raise TransformError(
-            f"LinBP: residual block {type(block).__name__} is in training mode; LinBP recomputes branch gradients "
-            "and needs fixed BatchNorm/dropout: call model.eval() before attacking"
-        )
     skip = adapter.skip(block, x)
     branch = branch_linbp(x, functools.partial(adapter.branch, block), lam=lam, renorm=renorm, chain=adapter.chain)
     return adapter.post(block, skip + branch)
@@ -294,7 +290,7 @@ class _Probe:
             if id(m) in relu_ids:
                 self.calls[id(m)] = self.calls.get(id(m), 0) + 1
             self.stack.append(m)
-            if id(m) in block_ids and a and isinstance(a[0], torch.Tensor):
+            if id(m) in block_ids and not m.training and a and isinstance(a[0], torch.Tensor):
                 self._check_block(m, a[0])
 
         def leave(m: nn.Module, a: Any, out: Any) -> None:
