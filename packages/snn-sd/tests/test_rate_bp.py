@@ -55,7 +55,8 @@ def test_rate_pass_inputs_wrong_with_maxpool_between_neurons():
     torch.manual_seed(0)
     net = MaxPoolNet(T=4).double()
     x, _ = digits_batch(16, torch.float64)
-    seen = _neuron_inputs(net, x, sd.RateBackpropM())
+    with pytest.warns(UserWarning, match="max pooling"):
+        seen = _neuron_inputs(net, x, sd.RateBackpropM())
     spk, rate = seen["body.4"]
     assert (rate[0] - spk.mean(0)).abs().max() > 1e-3
 
@@ -239,3 +240,29 @@ def test_attach_twice_and_bad_T():
 def test_model_without_neurons_is_an_error():
     with pytest.raises(ConfigError, match="no spiking neurons"):
         sd.RateBackpropM().attach(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+
+
+def test_maxpool_before_first_neuron_does_not_warn():
+    import warnings
+
+    net = nn.Sequential(sd.TimeFold(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2)), sd.RateLIF())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sd.RateBackpropM().attach(net).remove()
+
+
+@pytest.mark.parametrize("build", [sd.spiking_resnet19, sd.spiking_vgg11, sd.spiking_resnet18])
+def test_cifar_backbones_train_step_under_rate_bp(build):
+    """Smoke: the CIFAR-sized backbones run a rate-BP step (tiny inputs to stay cheap) and their
+    rate-pass logits equal the mean spike-pass logits."""
+    torch.manual_seed(0)
+    size = 16 if build is sd.spiking_vgg11 else 8  # VGG-11 pools four times
+    net = build(num_classes=10, T=2, input_size=size)
+    x, y = torch.rand(2, 3, size, size) * 2, torch.tensor([1, 3])
+    seen = []
+    h = net.fc.register_forward_hook(lambda m, a, o: seen.append(o.detach()))
+    with sd.RateBackpropM(net):
+        F.cross_entropy(net(x), y).backward()
+    h.remove()
+    torch.testing.assert_close(seen[1][0], seen[0].mean(0), atol=1e-5, rtol=0)
+    assert all(p.grad is not None for p in net.parameters())

@@ -9,6 +9,7 @@ Spiking Neural Network Training", NeurIPS 2025, https://arxiv.org/abs/2510.06254
 from __future__ import annotations
 
 import sys
+import warnings
 import weakref
 from typing import Any, Callable, Optional
 
@@ -76,6 +77,25 @@ def neuron_params(m: nn.Module) -> NeuronParams:
         f"rate-BP does not support the neuron {type(m).__name__}; supported: gradkit_snn_sd.RateLIF and "
         "spikingjelly 2.0 LIFNode/IFNode (multi-step, sigmoid surrogate)"
     )
+
+
+_NONLINEAR_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                    nn.AdaptiveMaxPool3d)
+
+
+def nonlinear_after_neurons(model: nn.Module) -> list[str]:
+    """Names of max-pooling modules registered after the first spiking neuron (in module order).
+
+    Between neurons they break rate-BP's time-linearity (the rate pass's values stop being time
+    averages); before the first neuron (a stem under direct encoding) they are harmless.
+    """
+    seen_neuron, out = False, []
+    for name, m in model.named_modules():
+        if isinstance(m, RateLIF) or _is_sj_node(m):
+            seen_neuron = True
+        elif seen_neuron and isinstance(m, _NONLINEAR_POOLS):
+            out.append(name)
+    return out
 
 
 def find_neurons(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -321,6 +341,14 @@ class RateBackprop(GradientTransform):
             raise ConfigError(
                 f"{self.name}: the model has no spiking neurons (RateLIF or spikingjelly LIFNode/IFNode); "
                 "rate-BP only applies to spiking networks"
+            )
+        bad = nonlinear_after_neurons(model)
+        if bad:
+            warnings.warn(
+                f"{self.name}: max pooling {bad} follows a spiking neuron; rate-BP needs time-linear ops between "
+                "neurons (use average pooling), otherwise its gradients are computed at wrong rate-pass values",
+                UserWarning,
+                stacklevel=3,
             )
         rt = _Runtime(self.step_mode)
         for _, m in neurons:
