@@ -266,3 +266,15 @@ def test_cifar_backbones_train_step_under_rate_bp(build):
     h.remove()
     torch.testing.assert_close(seen[1][0], seen[0].mean(0), atol=1e-5, rtol=0)
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_autocast_bf16_cpu_step_runs_with_fp32_state():
+    torch.manual_seed(0)
+    net = sd.SpikingConvNet(widths=(8, 16), T=3)
+    x, y = digits_batch(8)
+    with sd.RateBackpropM(net), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        loss = F.cross_entropy(out.float(), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

@@ -125,7 +125,7 @@ def test_gradkit_train_with_rate_bp_and_sd():
     rb = sd.RateBackpropM(loss_scale=1.0)
     esd = sd.SelfDistillation(stages=("stage1", "stage2"))
     before = copy.deepcopy(net.state_dict())
-    summary = gradkit.train(net, data, objective=ClassificationCE(), steps=4, lr=1e-2,
+    summary = gradkit.train(net, data, objective=ClassificationCE(), steps=4, lr=1e-2, grad_accum=2,
                             transforms=[rb, esd], progress=False, seed=0)
     hist = summary["history"]
     assert len(hist) == 4
