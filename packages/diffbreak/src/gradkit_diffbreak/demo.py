@@ -29,6 +29,8 @@ class Settings:
     loss: str = "ce"
     seed: int = 0
     rules: tuple[str, ...] = ("exact_recompute", "bpda_identity")
+    lf_iters: int = 0  # 0: no LF attack
+    lf_eps: float = 0.05  # bound on 1 - SSIM (LPIPS stand-in)
 
 
 def robustness_table(s: Settings, log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -72,6 +74,17 @@ def robustness_table(s: Settings, log: Callable[[str], None] = print) -> tuple[l
         adv[rule] = rep.x_adv
         log(f"PGD-EOT {rule}: single {rep.record.single_accuracy():.3f} MV {rep.record.mv_accuracy():.3f} "
             f"({time.time() - t0:.0f} s)")
+    if s.lf_iters:
+        from .lf import LFConfig, lf_attack
+
+        t0 = time.time()
+        lf = lf_attack(model, x, y, LFConfig(iters=s.lf_iters, copies=s.copies, perceptual_eps=s.lf_eps))
+        rec = evaluate(model, lf.x_adv, y, n=s.eval_n)
+        rows.append(_row(f"DBP, LF-{s.lf_iters} (1-SSIM<{s.lf_eps})", rec, time.time() - t0))
+        adv["lf"] = lf.x_adv
+        linf = float((lf.x_adv - x).abs().flatten(1).max(1).values.mean())
+        rows[-1]["mean_linf"] = linf
+        log(f"LF: single {rec.single_accuracy():.3f} MV {rec.mv_accuracy():.3f} mean Linf {linf:.3f} ({time.time() - t0:.0f} s)")
     for r in rows:
         r["n_images"] = n
         if r["mv"] is not None:

@@ -36,7 +36,9 @@ def load_pretrained(dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module
     unet.load_state_dict({k: v.float() for k, v in state.items()})
     for p in list(clf.parameters()) + list(unet.parameters()):
         p.requires_grad_(False)
-    return clf.to(dtype).eval(), unet.to(dtype).eval(), make_scheduler()
+    if dtype != torch.float32:
+        clf, unet = clf.to(dtype), unet.to(dtype)
+    return clf.eval(), unet.eval(), make_scheduler()
 
 
 def load_test_data(n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
