@@ -161,7 +161,8 @@ class Inpaint(Constraint):
     def direction(self, x0: torch.Tensor) -> torch.Tensor:
         if self.decoder is not None:
             return super().direction(x0)
-        return (self.mask * (self.y - x0.float())).expand_as(x0).contiguous()
+        dt = torch.promote_types(x0.dtype, torch.float32)
+        return (self.mask.to(dt) * (self.y.to(dt) - x0.to(dt))).expand_as(x0).contiguous()
 
     def fused_inpaint_inputs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None if self.decoder is not None else (self.y, self.mask)

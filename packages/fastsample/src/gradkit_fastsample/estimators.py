@@ -10,7 +10,7 @@ name           direction                                   cost (per inner step)
 =============  ==========================================  ==========================================
 ``fd``         ``[D(x + delta g) - D(x)] / delta ~ J g``   1 forward, no graph (the method)
 ``fd_central`` ``[D(x + delta g) - D(x - delta g)]/2delta`` 2 forwards, O(h^2)
-``jvp``        exact ``J g`` (``torch.func.jvp``)          1 forward-mode pass (test oracle)
+``jvp``        exact ``J g`` (double VJP)                  1 forward + 2 backward (test oracle)
 ``dps``        ``J^T g = -grad_x L(D(x))``                  1 forward with graph + 1 backward (DPS)
 ``x0_only``    ``None`` (apply ``g`` to ``x0_hat``)        0 (MPGD-style)
 =============  ==========================================  ==========================================
@@ -21,11 +21,12 @@ with ``g == 0`` get a zero direction.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
 
-from gradkit.errors import UnknownNameError
+from gradkit.errors import ConfigError, UnknownNameError
 
 from .denoiser import Denoiser
 
@@ -69,17 +70,23 @@ def _contiguous_pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tupl
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def jvp_direction(den: Denoiser, x: torch.Tensor, t: Any, x0: torch.Tensor, g: torch.Tensor, probe: float) -> torch.Tensor:
-    """Exact ``J g`` by forward-mode AD (``torch.func.jvp``); falls back to the double-VJP trick.
+def jvp_direction(den: Denoiser, x: torch.Tensor, t: Any, x0: torch.Tensor, g: torch.Tensor, probe: float,
+                  *, mode: str = "double_vjp") -> torch.Tensor:
+    """Exact ``J g`` (an oracle for tests and comparisons; it differentiates the denoiser).
 
-    Stock diffusers modules need two workarounds under forward AD, applied only for the call and
-    undone after it: GroupNorm gets contiguous inputs (a pre-hook) and attention runs the classic
-    ``AttnProcessor`` (SDPA has no forward-AD rule on CPU). If forward AD still fails, ``J g`` is
-    obtained as ``d/du <J^T u, g>`` (two backward passes, counted in ``nfe_backward``).
+    ``mode="double_vjp"`` (default): ``J g = d/du <J^T u, g>`` by two reverse-mode passes (counted in
+    ``nfe_backward``); works wherever double backward does. ``mode="forward"``: ``torch.func.jvp``
+    (forward-mode AD; its first call in a process can take tens of seconds on CPU).
+
+    Stock diffusers modules need workarounds, applied only for the call and undone after it:
+    attention runs the classic ``AttnProcessor`` (SDPA has neither a forward-AD rule nor double
+    backward on CPU) and GroupNorm gets contiguous inputs (forward AD).
     """
+    if mode not in ("double_vjp", "forward"):
+        raise ConfigError(f"jvp_direction: `mode` must be 'double_vjp' or 'forward', got {mode!r}")
     handles = []
     model = getattr(den, "model", None)
-    saved_processors = None
+    saved_processors = []
     if isinstance(model, torch.nn.Module):
         for m in model.modules():
             if isinstance(m, torch.nn.GroupNorm):
@@ -92,23 +99,23 @@ def jvp_direction(den: Denoiser, x: torch.Tensor, t: Any, x0: torch.Tensor, g: t
             for m, _ in saved_processors:
                 m.set_processor(AttnProcessor())
     try:
-        try:
-            _, jg = torch.func.jvp(lambda z: den.eps_x0(z, t)[1], (x.to(g.dtype),), (g,))
+        if mode == "forward":
+            with warnings.catch_warnings():  # torch 2.13 scripts its JVP decompositions on first use
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+                _, jg = torch.func.jvp(lambda z: den.eps_x0(z, t)[1], (x.to(g.dtype),), (g,))
             return jg.detach()
-        except (RuntimeError, NotImplementedError):
-            pass
         with torch.enable_grad():
             xr = x.detach().to(g.dtype).requires_grad_(True)
             _, x0r = den.eps_x0(xr, t)
             u = torch.zeros_like(x0r, requires_grad=True)
             (vjp,) = torch.autograd.grad(x0r, xr, u, create_graph=True)
-            (jg,) = torch.autograd.grad(vjp, u, g)
+            (jg,) = torch.autograd.grad(vjp, u, g.to(vjp.dtype))
             den.nfe_backward += 2
         return jg.detach()
     finally:
         for h in handles:
             h.remove()
-        for m, proc in saved_processors or []:
+        for m, proc in saved_processors:
             m.set_processor(proc)
 
 

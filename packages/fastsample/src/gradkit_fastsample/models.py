@@ -76,7 +76,7 @@ def load_pretrained(dtype: torch.dtype = torch.float32, scheduler: str = "ddim")
 
     if not (ASSET_DIR / "config.json").exists():
         raise FileNotFoundError(f"shipped weights missing under {ASSET_DIR}; run scripts/train_mnist16.py")
-    unet = UNet2DModel.from_pretrained(ASSET_DIR).to(dtype).eval().requires_grad_(False)
+    unet = UNet2DModel.from_pretrained(ASSET_DIR, torch_dtype=dtype).eval().requires_grad_(False)
     if scheduler == "ddim":
         sched = DDIMScheduler.from_pretrained(ASSET_DIR, timestep_spacing="trailing", clip_sample=False)
     elif scheduler == "ddpm":
