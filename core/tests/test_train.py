@@ -182,3 +182,38 @@ def test_two_process_ddp_equals_single_process(tmp_path):
                   progress=False)
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp_state[k], v, rtol=1e-10, atol=1e-12)
+
+
+def _reduce_worker(out_path):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from gradkit.loops.train import reduce_gradients
+
+    AcceleratorState._reset_state(True)
+    acc = Accelerator(cpu=True)
+    r = acc.process_index
+    a = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(2, 2))
+    a.grad = torch.full((3,), float(r + 1), dtype=torch.float64)
+    b.grad = torch.full((2, 2), 10.0 * (r + 1))
+    reduce_gradients(acc, [a, b])
+    if acc.is_main_process:
+        torch.save({"a": a.grad, "b": b.grad}, out_path)
+
+
+def test_reduce_gradients_averages_over_processes(tmp_path):
+    from accelerate import debug_launcher
+
+    out = tmp_path / "g.pt"
+    debug_launcher(_reduce_worker, args=(str(out),), num_processes=2)
+    g = torch.load(out)
+    assert torch.equal(g["a"], torch.full((3,), 1.5, dtype=torch.float64))
+    assert torch.equal(g["b"], torch.full((2, 2), 15.0))
+
+
+def test_step_is_last_micro_batch():
+    from gradkit.context import Step
+
+    s = Step(loop=None, index=0, micro_batches=[1, 2, 3])
+    assert [s.is_last_micro_batch for s.micro_index in range(3)] == [False, False, True]

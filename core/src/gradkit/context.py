@@ -180,6 +180,11 @@ class Step(_HasTransforms):
         return len(self.micro_batches)
 
     @property
+    def is_last_micro_batch(self) -> bool:
+        """True for the step's last micro-batch (where the default loop lets DDP reduce gradients)."""
+        return self.micro_index == len(self.micro_batches) - 1
+
+    @property
     def loss_scale(self) -> float:
         """Factor the micro-batch loss is multiplied by before backward.
 

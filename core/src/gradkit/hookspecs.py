@@ -98,7 +98,12 @@ def gradkit_forward_backward(step: Step) -> torch.Tensor | None:
 
     The default is plain autograd: forward, objective, extra loss terms, ``accelerator.backward``
     of ``loss * step.loss_scale``. An implementation must leave ``.grad`` exactly as that default
-    would (up to floating-point rounding) unless it documents otherwise.
+    would (up to floating-point rounding) unless it documents otherwise. A replacement that has the
+    model's outputs should call ``step.collect_loss_terms(outputs)`` and include the terms; one that
+    never materialises outputs (e.g. StreamBP) cannot, and must say so in its docs. Under DDP the
+    default runs the step's micro-batches but the last under ``no_sync``; a replacement that runs
+    several backward passes per micro-batch can run them all under ``no_sync`` and call
+    :func:`gradkit.loops.train.reduce_gradients` when ``step.is_last_micro_batch``.
 
     :param step: the step context.
     :return: the detached objective loss of this micro-batch (without extra terms), or ``None``.

@@ -59,15 +59,29 @@ class TrainConfig(Config):
 
 
 def reduce_gradients(accelerator: Any, parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Average ``.grad`` over processes once (for methods that run backward under ``no_sync``)."""
+    """Average ``.grad`` over processes once, one flat all-reduce per dtype and device.
+
+    For methods that run all their backward passes under ``no_sync`` (several per micro-batch) and
+    reduce once per optimizer step. Parameters without a gradient are skipped on every rank alike
+    only if they are skipped alike; give every rank the same set of trainable parameters.
+    """
     if accelerator.num_processes <= 1:
         return
     import torch.distributed as dist
 
+    buckets: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for p in parameters:
         if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(accelerator.num_processes)
+            buckets.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    for grads in buckets.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(accelerator.num_processes)
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
 
 
 def _batches(data: Any) -> Iterable[Any]:
