@@ -255,3 +255,12 @@ def test_bfloat16_is_as_close_to_float64_as_bf16_autograd():
     err_stream, where = max_rel_error(ref, s)
     assert err_stream <= 2.0 * err_plain, (err_stream, err_plain, where)
     assert all(p.grad.dtype == torch.bfloat16 for p in s.parameters())
+
+
+def test_explicit_position_ids_left_padding():
+    m, s = pair("llama")
+    b = random_batch(3, 26, padding="left", pad=8, prompt=3)
+    b["position_ids"] = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    lr = oracle_loss_and_grads(m, b, O.CausalLMSFT())
+    ls = stream_backward(s, b, O.CausalLMSFT(), layer_chunk=5, head_chunk=7)
+    check(m, s, lr, ls, torch.float64)
