@@ -134,3 +134,12 @@ def test_gradkit_train_with_rate_bp_and_sd():
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
     assert not hasattr(net, "sd_branches")  # removed after the run
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gradkit_snn_sd.transform as t
+
+    res = doctest.testmod(t)
+    assert res.attempted >= 6 and res.failed == 0
