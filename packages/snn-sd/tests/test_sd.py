@@ -28,13 +28,14 @@ def test_branches_shapes_and_parameters():
     assert not hasattr(net, "sd_branches")
 
 
-def test_branches_run_only_in_training_rate_pass_and_eval_unchanged():
+@pytest.mark.parametrize("rb", [sd.RateBackpropM, sd.RateBackpropS])
+def test_branches_run_only_in_training_rate_pass_and_eval_unchanged(rb):
     net = _net()
     x, y = digits_batch(8)
     net.eval()
     ref = net(x)
     calls = []
-    with sd.RateBackpropM(net), sd.SelfDistillation(net, stages=("stage1", "stage2")) as esd:
+    with rb(net), sd.SelfDistillation(net, stages=("stage1", "stage2")) as esd:
         for b in net.sd_branches.values():
             b.register_forward_hook(lambda m, a, o: calls.append(a[0].shape))
         out = net(x)

@@ -108,3 +108,19 @@ def test_spikingjelly_single_step_and_unsupported_surrogate_are_errors():
     net = nn.Sequential(nn.Linear(3, 3), neuron.ParametricLIFNode(step_mode="m"))
     with pytest.raises(ConfigError, match="does not support"):
         sd.RateBackpropM().attach(net)
+
+
+def test_sd_on_spikingjelly_net_with_rate_bp():
+    torch.manual_seed(0)
+    net = _sj_net().float()
+    x, y = digits_batch(16)
+    xs = x.unsqueeze(0).repeat(3, 1, 1, 1, 1)
+    esd = sd.SelfDistillation(stages=("2", "5"), example_input=torch.zeros(3, 2, 1, 8, 8))
+    with sd.RateBackpropM(net), pytest.warns(UserWarning, match="Sequential"), esd.attach(net):
+        assert not hasattr(net, "sd_branches")  # a Sequential would run a new child as a layer
+        functional.reset_net(net)
+        out = net(xs).mean(0)
+        assert [tuple(e.shape) for e in esd.exits] == [(16, 10), (16, 10)]
+        (F.cross_entropy(out, y) + esd.loss(out, y)).backward()
+        assert all(p.grad is not None for p in esd.branches.parameters())
+    assert esd.branches is None

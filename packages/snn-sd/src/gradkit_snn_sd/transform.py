@@ -441,7 +441,8 @@ class SelfDistillation(GradientTransform):
     NeurIPS 2025, https://arxiv.org/abs/2510.06254.
 
     ``attach(model)`` adds lightweight ANN branches (:class:`SepConvBranch`) on the outputs of
-    ``stages`` as the child ``model.sd_branches``. In training with autograd on they run on the stage
+    ``stages`` as the child ``model.sd_branches`` (also ``transform.branches``; for an ``nn.Sequential``
+    model only there, with a warning, since a new child would run as a layer). In training with autograd on they run on the stage
     outputs' firing rates: in rate-BP's rate pass (the value is the true firing rate and the gradient
     reaches the SNN through the eligibility), or, without rate-BP, on ``mean_t`` of the BPTT spikes.
     They never run in the spike pass or in eval mode, so the model's inference output is unchanged.
@@ -485,6 +486,7 @@ class SelfDistillation(GradientTransform):
         self.example_input = example_input
         self._exits: dict[str, torch.Tensor] = {}
         self._model: Optional[nn.Module] = None
+        self.branches: Optional[nn.ModuleDict] = None
         self.last_stats: dict[str, float] = {}
 
     def _attach(self, model: nn.Module, handle: TransformHandle) -> None:
@@ -524,13 +526,23 @@ class SelfDistillation(GradientTransform):
             branches[s.replace(".", "_")] = SepConvBranch(shp[2], shp[3], width=width, spatial=spatial,
                                                            num_classes=num_classes).to(p.device, p.dtype)
         branches.train(model.training)
-        model.sd_branches = branches
+        self.branches = branches
+        if isinstance(model, (nn.Sequential, nn.ModuleList)):
+            # a Sequential's forward iterates over its children: a new child would run as a layer
+            warnings.warn(
+                "SelfDistillation: the model is an nn.Sequential, so the branches are not added to it; they are "
+                "in `transform.branches` -- give their parameters to the optimizer yourself",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            model.sd_branches = branches
 
-        def undo_branches() -> None:
-            if "sd_branches" in model._modules:
-                del model._modules["sd_branches"]
+            def undo_branches() -> None:
+                if "sd_branches" in model._modules:
+                    del model._modules["sd_branches"]
 
-        handle.add(undo_branches)
+            handle.add(undo_branches)
         for s in cfg.stages:
             key = s.replace(".", "_")
             handle.add_torch_handle(names[s].register_forward_hook(self._tap_hook(model, key)))
@@ -540,6 +552,7 @@ class SelfDistillation(GradientTransform):
         def undo() -> None:
             self._exits.clear()
             self._model = None
+            self.branches = None
 
         handle.add(undo)
 
@@ -578,7 +591,7 @@ class SelfDistillation(GradientTransform):
                 return
             if not isinstance(out, torch.Tensor) or out.dim() != 5:
                 raise TransformError(f"SelfDistillation: stage output must be [T, B, C, H, W], got {type(out).__name__}")
-            logits = model.sd_branches[key](out.mean(0))
+            logits = self.branches[key](out.mean(0))
             if rt is not None and rt.phase == RATE:
                 logits = grad_scale(logits, rt.scale)
             self._exits[key] = logits
