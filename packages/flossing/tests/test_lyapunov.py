@@ -136,8 +136,6 @@ def test_flossing_loss_gradcheck_float64(kind):
 
     def loss(*ps):
         state = dict(zip(names, ps))
-        fn = lambda h, x: torch.func.functional_call(m, state, ()) if False else None  # noqa: E731
-        del fn
         with torch.nn.utils.stateless._reparametrize_module(m, state):
             return flossing_loss(lyapunov_spectrum(dyn, xs, k, q0=q0, transient=2))
 

@@ -235,7 +235,8 @@ class RNNDynamics(_TorchRNNBase):
     def layer_step(self, h, x, q, dx, w_ih, w_hh, b_ih, b_hh):
         inp = self._drive(x, w_ih, b_ih, b_hh)
         if q is None:
-            hn, _ = activation_slope(h @ w_hh.t() + inp, self.nonlinearity)
+            a = h @ w_hh.t() + inp
+            hn = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)
             return hn, None, hn, None
         if dx is None:
             hn, z = rnn_tangent_step(h, q, w_hh, inp, self.nonlinearity)

@@ -12,8 +12,8 @@ from .lyapunov import flossing_loss, gradient_norm_vs_delay, jacobian_condition
 from .schedule import Flosser
 from .tasks import DelayTaskRNN, train_delay_task
 
-HIDDEN, K, FLOSS_STEPS = 64, 32, 150
-TASK, DELAY, TASK_STEPS, PRE_STEPS = "copy", 30, 600, 100
+HIDDEN, K, FLOSS_STEPS = 64, 32, 100
+TASK, DELAY, TASK_STEPS, PRE_STEPS = "copy", 30, 500, 100
 COND_T = (10, 25, 50, 100)
 
 

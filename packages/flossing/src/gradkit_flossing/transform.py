@@ -124,7 +124,7 @@ class FlossingTransform(GradientTransform):
     def run_phase(self, n: int, label: str) -> None:
         f = self._need()
         t0 = time.perf_counter()
-        if label not in self.spectra and f"{label}/before" not in self.spectra:
+        if f"{label}/before" not in self.spectra:
             self.spectra[f"{label}/before"] = f.spectrum(k=min(f.k, self.config.log_k)).tolist()
         f.run(n)
         self.spectra[f"{label}/after"] = f.spectrum(k=min(f.k, self.config.log_k)).tolist()
