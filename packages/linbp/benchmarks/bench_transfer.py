@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from gradkit_linbp.experiment import Row, format_table, run_rows
-from gradkit_linbp.models import VICTIMS
+from gradkit_linbp.models import VICTIMS, build
 from gradkit_linbp.transform import find_units
-from gradkit_linbp.models import build
 
 
 def rows_for(source: str, best: int) -> list[Row]:

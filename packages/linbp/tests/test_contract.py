@@ -4,6 +4,7 @@ import torch
 from gradkit.testing import PluginContract
 
 from gradkit_linbp import LinBP
+from gradkit_linbp.ila import ILA
 from nets import TinyResNet, TVBottleneck, randomize_bn
 
 
@@ -28,4 +29,6 @@ class TestLinBPContract(PluginContract):
             lambda: LinBP(start=0).attach(torch.nn.Linear(2, 2)),  # no ReLU
             lambda: LinBP(start=50).attach(TinyResNet()),  # position that does not exist
             lambda: LinBP(lam=-1.0),
+            lambda: ILA(layer=""),
+            lambda: ILA(layer="nope").attach(TinyResNet()),
         ]

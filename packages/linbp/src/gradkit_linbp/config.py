@@ -54,29 +54,20 @@ class LinBPConfig(Config):
 class ILAConfig(Config):
     """Hyperparameters of the ILA second stage (Huang et al., ICCV 2019).
 
+    The budget (eps, alpha, steps, norm) is that of the ``gradkit.attack`` call the transform runs in.
+
     Attributes:
         layer: qualified name of the module whose output ``h`` is used (the paper's choice precedes
             the linearised region).
-        steps, eps, alpha, norm: the second-stage budget (same meaning as in ``gradkit.attack``).
         normalize_guide: l2-normalise the guide ``h(x') - h(x0)`` per example (TA-Bench) instead of
             using it raw (original ILA and the LinBP reference code).
     """
 
     layer: str = ""
-    steps: int = 100
-    eps: float = 0.03
-    alpha: float = 1.0 / 255
-    norm: str = "linf"
     normalize_guide: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
             raise ConfigError("ILAConfig: `layer` must name a module of the model, e.g. 'features.12'")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"ILAConfig: `steps` must be an int >= 1, got {self.steps!r}")
-        for name in ("eps", "alpha"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"ILAConfig: `{name}` must be a finite number >= 0, got {v!r}")
-        if self.norm not in ("linf", "l2"):
-            raise ConfigError(f"ILAConfig: `norm` must be 'linf' or 'l2', got {self.norm!r}")
+        if not isinstance(self.normalize_guide, bool):
+            raise ConfigError(f"ILAConfig: `normalize_guide` must be True or False, got {self.normalize_guide!r}")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .attacks import linbp_attack, success_on
-from .models import SOURCES, VICTIMS, load_pretrained
+from .models import VICTIMS, load_pretrained
 
 __all__ = ["Row", "attack_images", "run_rows", "format_table", "default_rows", "ILA_LAYERS"]
 
@@ -99,5 +99,3 @@ def format_table(source: str, rows: list[Row], victims: Iterable[str] = VICTIMS)
         lines.append(f"| {source}: {r.label} | {cells} | {r.seconds:.1f} |")
     return "\n".join(lines)
 
-
-SOURCES = SOURCES
