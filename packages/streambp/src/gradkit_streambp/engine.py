@@ -28,7 +28,9 @@ import torch
 from gradkit.errors import ConfigError
 
 from gradkit_streambp.adapters import DecoderAdapter, LayerParts, check_trainable_state, get_adapter
-from gradkit_streambp.ops.prefix_attention import prefix_attention_bwd, prefix_attention_fwd
+from gradkit.kernels import use_triton
+
+from gradkit_streambp.ops.prefix_attention import prefix_attention_bwd, prefix_attention_fwd, prefix_attention_sdpa
 from gradkit_streambp.ops.weighted_ce import weighted_ce_bwd, weighted_ce_fwd
 
 __all__ = ["StreamStats", "stream_backward", "chunked_token_logprobs", "resolve_chunk", "shifted_targets"]
@@ -136,6 +138,7 @@ class _Runner:
             pos = torch.arange(T, device=ids.device).unsqueeze(0)
         self.pos = pos
         self.c = min(layer_chunk, T)
+        self.kernels = use_triton(ids) and adapter.dtype != torch.float64
         self.ch = min(head_chunk, T)
         for lp in adapter.layers:
             if lp.sliding_window is not None and T > lp.sliding_window:
@@ -191,7 +194,10 @@ class _Runner:
             out = torch.empty_like(h)
             for s, e in _chunks(self.T, self.c):
                 q = self.q_path(lp, h[:, s:e], cos[:, s:e], sin[:, s:e])
-                o, _ = prefix_attention_fwd(q, K, V, self.key_mask, s, lp.scaling)
+                if self.kernels:
+                    o, _ = prefix_attention_fwd(q, K, V, self.key_mask, s, lp.scaling)
+                else:
+                    o = prefix_attention_sdpa(q, K, V, self.key_mask, s, lp.scaling)
                 out[:, s:e] = self.post_path(lp, h[:, s:e], o)
             del K, V
             h = out
@@ -208,6 +214,22 @@ class _Runner:
         q_params, post_params, kv_params = lp.q_side_params, lp.post_params, lp.kv_params
         for s, e in _chunks(self.T, self.c):  # pass A: query side
             xi = x[:, s:e].detach().requires_grad_(True)
+            if not self.kernels:  # CPU: autograd through torch SDPA on the prefix (fast fused kernels)
+                Kp = K[:, :, :e].detach().requires_grad_(True)
+                Vp = V[:, :, :e].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    q = self.q_path(lp, xi, cos[:, s:e], sin[:, s:e])
+                    o = prefix_attention_sdpa(q, Kp, Vp, self.key_mask, s, lp.scaling)
+                    y = self.post_path(lp, xi, o)
+                    got = torch.autograd.grad(y, [xi, Kp, Vp, *q_params, *post_params], g_out[:, s:e],
+                                              allow_unused=True)
+                del y, o, q
+                gx[:, s:e] += got[0]
+                dK[:, :, :e] += got[1]
+                dV[:, :, :e] += got[2]
+                sink.add(q_params, got[3:3 + len(q_params)])
+                sink.add(post_params, got[3 + len(q_params):])
+                continue
             with torch.enable_grad():
                 q = self.q_path(lp, xi, cos[:, s:e], sin[:, s:e])
             qd = q.detach()

@@ -59,6 +59,30 @@ class PrefixAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
+def chunk_mask(key_mask, b: int, c: int, e: int, q_offset: int, device) -> torch.Tensor | None:
+    """Boolean (B|1, 1, c, e) visibility mask of one query chunk (None: plain causal from the start)."""
+    if key_mask is None and q_offset == 0:
+        return None
+    qpos = torch.arange(c, device=device).unsqueeze(-1) + q_offset
+    allowed = torch.arange(e, device=device).unsqueeze(0) <= qpos
+    allowed = allowed.view(1, 1, c, e)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, :e].bool().view(b, 1, 1, e)
+    return allowed
+
+
+def prefix_attention_sdpa(q, k, v, key_mask, q_offset: int, scale: float) -> torch.Tensor:
+    """Differentiable CPU path: ``torch.nn.functional.scaled_dot_product_attention`` on the key prefix with
+    a c x e chunk mask and ``enable_gqa`` (no repeated K/V). Queries that see no key output zeros."""
+    b, hq, c, _ = q.shape
+    e = q_offset + c
+    mask = chunk_mask(key_mask, b, c, e, q_offset, q.device)
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k[:, :, :e], v[:, :, :e], attn_mask=mask, is_causal=mask is None, scale=scale,
+        enable_gqa=k.shape[1] != hq,
+    )
+
+
 def prefix_attention(q, k, v, key_mask=None, q_offset: int = 0, scale: float | None = None) -> torch.Tensor:
     """Differentiable causal prefix attention; see :mod:`gradkit_streambp.reference.prefix_attention`."""
     if scale is None:
