@@ -171,3 +171,15 @@ def test_flossing_stays_in_sync_across_ddp_ranks():
     from accelerate import debug_launcher
 
     debug_launcher(_ddp_worker, num_processes=2)
+
+
+def test_resume_skips_phases_already_done():
+    t = FlossingTransform(config=FlossingConfig(**SMALL, pre_steps=3, inter_every=2, inter_steps=1, inter_max=3))
+    h = t.attach(_model())
+    try:
+        t.loop_start(5)  # resumed before step 5: pre and the episodes at steps 2 and 4 are done
+        assert t.pre_done and t.episodes == 2
+        t.loop_start(0)
+        assert not t.pre_done and t.episodes == 0
+    finally:
+        h.remove()

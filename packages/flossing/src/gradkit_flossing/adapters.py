@@ -100,10 +100,6 @@ class RecurrentDynamics:
         """Parameters the flossing loss is minimised over (recurrent, input weights and biases)."""
         return []
 
-    def parameter_dtype(self) -> torch.dtype | None:
-        ps = self.flossing_parameters()
-        return ps[0].dtype if ps else None
-
     def time_major(self, xs: Tensor) -> Tensor:
         """Validate ``xs`` and return it as ``(T, B, I)``."""
         if not isinstance(xs, torch.Tensor):
@@ -176,8 +172,9 @@ class _TorchRNNBase(RecurrentDynamics):
     def layers(self) -> list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]]:
         return _layers(self.module)
 
-    def split(self, h: Tensor) -> list[Tensor]:
-        return list(h.split(self.state_per_layer * self.hidden_size, dim=1))
+    def split(self, t: Tensor) -> list[Tensor]:
+        """Per-layer blocks of a state ``(B, S)`` or a frame ``(B, S, k)``."""
+        return list(t.split(self.state_per_layer * self.hidden_size, dim=1))
 
     def _drive(self, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
         g = x @ w_ih.t()
@@ -195,7 +192,7 @@ class _TorchRNNBase(RecurrentDynamics):
 
     def step_tangent(self, h: Tensor, x_t: Tensor, q: Tensor | None) -> tuple[Tensor, Tensor]:
         hs = self.split(h)
-        qs = self.split_frame(q) if q is not None else [None] * self.num_layers
+        qs = self.split(q) if q is not None else [None] * self.num_layers
         x, dx = x_t, None
         new_h, new_q = [], []
         for (w_ih, w_hh, b_ih, b_hh), hl, ql in zip(self.layers(), hs, qs):
@@ -208,9 +205,6 @@ class _TorchRNNBase(RecurrentDynamics):
             return h_next, None  # type: ignore[return-value]
         z = torch.cat(new_q, dim=1) if len(new_q) > 1 else new_q[0]
         return h_next, z
-
-    def split_frame(self, q: Tensor) -> list[Tensor]:
-        return list(q.split(self.state_per_layer * self.hidden_size, dim=1))
 
     def layer_step(self, h, x, q, dx, w_ih, w_hh, b_ih, b_hh):  # pragma: no cover - abstract
         raise NotImplementedError

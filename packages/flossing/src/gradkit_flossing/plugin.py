@@ -36,7 +36,7 @@ def gradkit_register_demos(register: Callable[..., None]) -> None:
 def gradkit_loop_start(loop: Any) -> None:
     t = loop.transform(NAME)
     if t is not None:
-        t.loop_start()
+        t.loop_start(loop.step)
 
 
 @hookimpl(wrapper=True)

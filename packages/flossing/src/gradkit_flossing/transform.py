@@ -131,9 +131,16 @@ class FlossingTransform(GradientTransform):
         self.floss_seconds += time.perf_counter() - t0
         self.floss_updates += n
 
-    def loop_start(self) -> None:
+    def loop_start(self, start_step: int = 0) -> None:
+        """A run starts at task step ``start_step`` (> 0 after a resume: phases already due are skipped;
+        flossing's own Adam state is not part of the checkpoint and restarts)."""
         self._reset_run()
-        if self.config.phases and self.config.pre_steps and not self.needs_batch:
+        c = self.config
+        if start_step > 0:
+            self.pre_done = True
+            self.episodes = min(c.inter_max, (start_step - 1) // c.inter_every) if c.inter_every else 0
+            return
+        if c.phases and c.pre_steps and not self.needs_batch:
             self.run_phase(self.config.pre_steps, "pre")
             self.pre_done = True
 
@@ -160,7 +167,8 @@ class FlossingTransform(GradientTransform):
         if self.needs_batch:
             self.last_batch_x = batch_inputs(step.batch)
         xs = f.sample()
-        lam = f.exponents(xs)
+        with torch.autocast(device_type=xs.device.type, enabled=False):  # QR and logs stay in full precision
+            lam = f.exponents(xs)
         return LossTerm("floss", flossing_loss(lam, c.target, c.reduction), c.beta)
 
     def report(self, step: Any, result: Any) -> None:

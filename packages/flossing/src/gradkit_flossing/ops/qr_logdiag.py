@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..kernels_limits import MAX_K, MAX_N
 from ..reference.qr import qr_logdiag_reference
 from ._dispatch import kernel_wanted, recompute_grads
 
@@ -39,8 +40,6 @@ class QRLogDiagFunction(torch.autograd.Function):
 
 def qr_logdiag(a: Tensor, tiny: float = 1e-30) -> tuple[Tensor, Tensor]:
     """Thin QR of ``a`` ``(B, n, k)`` with ``diag R > 0``; returns ``(Q, log max(R_jj, tiny))``."""
-    from ..kernels_limits import MAX_K, MAX_N
-
     if a.dim() == 3 and a.shape[-2] <= MAX_N and a.shape[-1] <= MAX_K and kernel_wanted(a):
         return QRLogDiagFunction.apply(a, tiny)
     return qr_logdiag_reference(a, tiny)
