@@ -142,3 +142,16 @@ def test_task_targets():
     mask = torch.ones_like(y, dtype=torch.bool)
     assert bit_accuracy(logits, y, mask) == 1.0
     assert float(masked_bce(torch.zeros_like(y), y, mask)) == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_gradient_clipping_of_flossing_updates():
+    from gradkit_flossing.schedule import _clip
+
+    g = [torch.full((3,), 2.0), torch.full((4,), -2.0)]  # joint norm sqrt(7) * 2
+    _clip(g, 1.0)
+    assert float(torch.cat(g).norm()) == pytest.approx(1.0, rel=1e-5)
+    small = [torch.full((2,), 0.1)]
+    _clip(small, 1.0)
+    assert torch.equal(small[0], torch.full((2,), 0.1))
+    hist = floss(torch.nn.RNN(1, 6), steps=2, k=2, horizon=15, transient=3, clip=0.5)
+    assert len(hist) == 2

@@ -181,7 +181,8 @@ def _average_across_processes(grads: list[Tensor]) -> None:
 
 
 def _clip(grads: list[Tensor], max_norm: float) -> None:
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    """Scale ``grads`` in place so that their joint 2-norm is at most ``max_norm``."""
+    total = torch.nn.utils.get_total_norm(grads)
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale)
@@ -192,7 +193,9 @@ def floss(model: Any, sampler: Sampler | None = None, steps: int = 500, config: 
 
     ``overrides`` replace fields of ``config`` (e.g. ``k=16, lr=3e-3``).
     """
-    config = (config or FlossingConfig()).replace(**overrides) if overrides else (config or FlossingConfig())
+    config = config or FlossingConfig()
+    if overrides:
+        config = config.replace(**overrides)
     f = Flosser(model, config, sampler=sampler)
     f.run(steps)
     return f.history
