@@ -16,6 +16,16 @@ import triton.language as tl
 
 
 @triton.jit
+def _direction(g_ptr, m_ptr, idx, msk, l1, Df, decay, MOMENTUM: tl.constexpr):
+    """The step direction at ``idx``: ``g``, or the new momentum ``decay * m + g / ||g||_1 * D``."""
+    d = tl.load(g_ptr + idx, mask=msk, other=0.0).to(tl.float32)
+    if MOMENTUM:
+        m = tl.load(m_ptr + idx, mask=msk, other=0.0).to(tl.float32)
+        d = decay * m + d / l1 * Df
+    return d
+
+
+@triton.jit
 def _attack_update_fwd_kernel(
     x_ptr, x0_ptr, g_ptr, m_ptr, out_ptr, m_out_ptr, D, alpha, eps, decay,
     L2: tl.constexpr, MOMENTUM: tl.constexpr, BLOCK: tl.constexpr,
@@ -38,20 +48,14 @@ def _attack_update_fwd_kernel(
         for start in range(0, D, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             msk = offs < D
-            d = tl.load(g_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
-            if MOMENTUM:
-                m = tl.load(m_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
-                d = decay * m + d / l1 * Df
+            d = _direction(g_ptr, m_ptr, base + offs, msk, l1, Df, decay, MOMENTUM)
             acc2 += d * d
         n2 = tl.maximum(tl.sqrt(tl.sum(acc2, axis=0)), 1e-12)
         acc3 = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, D, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             msk = offs < D
-            d = tl.load(g_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
-            if MOMENTUM:
-                m = tl.load(m_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
-                d = decay * m + d / l1 * Df
+            d = _direction(g_ptr, m_ptr, base + offs, msk, l1, Df, decay, MOMENTUM)
             x = tl.load(x_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
             x0 = tl.load(x0_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
             delta = (x + alpha * d / n2) - x0
@@ -60,10 +64,8 @@ def _attack_update_fwd_kernel(
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         msk = offs < D
-        d = tl.load(g_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
+        d = _direction(g_ptr, m_ptr, base + offs, msk, l1, Df, decay, MOMENTUM)
         if MOMENTUM:
-            m = tl.load(m_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
-            d = decay * m + d / l1 * Df
             tl.store(m_out_ptr + base + offs, d.to(m_out_ptr.dtype.element_ty), mask=msk)
         x = tl.load(x_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
         x0 = tl.load(x0_ptr + base + offs, mask=msk, other=0.0).to(tl.float32)
