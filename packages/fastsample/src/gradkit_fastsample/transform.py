@@ -33,6 +33,9 @@ class FastSample(GradientTransform):
     ``num_inference_steps`` comes from ``gradkit.sample``; the other fields of
     :class:`FastSampleConfig` apply. After the run, :attr:`last_output` holds the
     :class:`~gradkit_fastsample.sampler.SampleOutput` (last corrected ``x0`` and the trace).
+    The scheduler supplies the timesteps and ``alphas_cumprod``; the transition is this package's
+    DDIM(``eta``) step (so ``scheduler.step`` is not called). Without a constraint the transform
+    samples unconstrained with that step.
 
     Examples::
 
