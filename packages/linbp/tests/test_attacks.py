@@ -126,13 +126,15 @@ def test_ila_gradient_is_the_projection_loss_gradient():
     torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-7)
 
 
-def test_ila_second_stage_increases_projection(net):
+@pytest.mark.parametrize("norm,eps,alpha", [("linf", 0.1, 0.01), ("l2", 0.5, 0.1)])
+def test_ila_second_stage_increases_projection(net, norm, eps, alpha):
     x, y = data(6)
-    stage1 = linbp_attack(net, x, y, start=2, eps=0.1, alpha=0.01, steps=5)
-    res = ila(net, x, y, stage1.x_adv, layer="layers.1", eps=0.1, alpha=0.01, steps=5)
-    assert res.losses[-1] > res.losses[0] > 0 or res.losses[-1] > res.losses[0]
-    assert (res.x_adv - x).abs().max() <= 0.1 + 1e-6
-    both = linbp_attack(net, x, y, start=2, eps=0.1, alpha=0.01, steps=5, ila_layer="layers.1")
+    stage1 = linbp_attack(net, x, y, start=2, eps=eps, alpha=alpha, steps=5, norm=norm)
+    res = ila(net, x, y, stage1.x_adv, layer="layers.1", eps=eps, alpha=alpha, steps=5, norm=norm)
+    assert res.losses[-1] > res.losses[0]
+    d = (res.x_adv - x).flatten(1)
+    assert (d.abs().max() if norm == "linf" else d.norm(dim=1).max()) <= eps + 1e-5
+    both = linbp_attack(net, x, y, start=2, eps=eps, alpha=alpha, steps=5, norm=norm, ila_layer="layers.1")
     torch.testing.assert_close(both.x_adv, res.x_adv, rtol=0, atol=0)
 
 
