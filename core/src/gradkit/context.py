@@ -285,6 +285,12 @@ class SampleState(_HasTransforms):
     trajectory: list[torch.Tensor] | None = None
     stash: Stash = field(default_factory=Stash)
 
+    @property
+    def prev_timestep(self) -> Any:
+        """The timestep the current step moves to (``scheduler.timesteps[index + 1]``), ``None`` on the last step."""
+        ts = self.scheduler.timesteps
+        return ts[self.index + 1] if self.index + 1 < len(ts) else None
+
     def predict_noise(self, x: torch.Tensor | None = None, t: Any = None) -> torch.Tensor:
         """The model's output at ``(x, t)`` (default: current sample and timestep)."""
         x = self.sample if x is None else x
