@@ -124,7 +124,7 @@ def test_sample_hook_can_replace_step_and_see_trajectory():
                                num_inference_steps=3, progress=False, return_trajectory=True)
     assert [float(t.mean()) for t in traj] == [0.0, 1.0, 2.0]
     assert float(out.mean()) == 2.0
-    assert [t for t, _ in seen][1:] == [int(p) for _, p in seen][:-1] and seen[-1][1] is None
+    assert [t for t, _ in seen][1:] == [int(p) for _, p in seen[:-1]] and seen[-1][1] is None
 
 
 def test_sample_bad_input():
