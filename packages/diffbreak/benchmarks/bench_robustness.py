@@ -33,13 +33,14 @@ def main() -> None:
     p.add_argument("--lf-eps", type=float, default=0.05)
     p.add_argument("--rules", default="exact_recompute,bpda_identity")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="suffix of the results file name")
     a = p.parse_args()
     torch.set_num_threads(1)
     s = Settings(n_images=a.n_images, t_star=a.t_star, steps=a.steps, eps=a.eps, iters=a.iters, copies=a.copies,
                  eval_n=a.eval_n, seed=a.seed, rules=tuple(a.rules.split(",")), lf_iters=a.lf_iters, lf_eps=a.lf_eps)
     rows, _ = robustness_table(s)
     a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "bench_robustness.jsonl", "w") as f:
+    with open(a.out / f"bench_robustness{a.tag}.jsonl", "w") as f:
         f.write(json.dumps({"settings": s.__dict__ | {"rules": list(s.rules)}}) + "\n")
         for r in rows:
             f.write(json.dumps(r) + "\n")

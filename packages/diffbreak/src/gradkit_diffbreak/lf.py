@@ -52,6 +52,7 @@ class LFConfig(Config):
     grad_clip: float = 1.0
     copies: int = 4
     backward: str = "exact_recompute"
+    tanh_margin: float = 1e-6  # x is mapped into [-1 + m, 1 - m] before atanh; saturated pixels barely move when m is tiny
 
     def __post_init__(self) -> None:
         for k in self.kernels:
@@ -60,6 +61,8 @@ class LFConfig(Config):
         for name in ("iters", "copies"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LF: `{name}` must be >= 1")
+        if not 0 < self.tanh_margin < 1:
+            raise ConfigError("LF: `tanh_margin` must be in (0, 1)")
         for name in ("lr_filters", "lr_modifier", "sigma_color", "sigma_init", "c", "perceptual_eps", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"LF: `{name}` must be > 0")
@@ -122,7 +125,7 @@ def lf_attack(model: Any, x: torch.Tensor, y: torch.Tensor, config: LFConfig | N
     cfg = (config or LFConfig()).replace(**overrides) if overrides else (config or LFConfig())
     x = x.detach()
     cascade = BilateralCascade(x, cfg.kernels, sigma_color=cfg.sigma_color, sigma_init=cfg.sigma_init)
-    a0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+    a0 = torch.atanh((2 * x - 1).clamp(-1 + cfg.tanh_margin, 1 - cfg.tanh_margin))
     w = torch.zeros_like(x, requires_grad=True)
     opt = torch.optim.Adam([{"params": list(cascade.parameters()), "lr": cfg.lr_filters},
                             {"params": [w], "lr": cfg.lr_modifier}])
