@@ -10,7 +10,6 @@ float64 uses RMSNorm in float64 (``use_exact_rmsnorm``); "f64 stock" keeps Huggi
 from __future__ import annotations
 
 import copy
-import json
 
 import torch
 import gradkit.objectives as O

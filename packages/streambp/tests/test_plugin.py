@@ -8,7 +8,7 @@ import gradkit
 import gradkit.objectives as O
 import pytest
 import torch
-from gradkit.errors import ConfigError, GradkitError
+from gradkit.errors import ConfigError
 from gradkit.testing import PluginContract
 
 from gradkit_streambp import StreamBP, StreamBPConfig, UnsupportedModelError, stream_backward

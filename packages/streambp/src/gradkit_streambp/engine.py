@@ -9,7 +9,9 @@
    no-grad pass to get per-sequence sums and their coefficients.
 3. Layers last to first: recompute K/V once per layer; pass A walks query chunks (norm1, q,
    prefix attention, o_proj, MLP), adding into dK/dV over the causal prefix; pass B pushes
-   dK/dV through RoPE, k-norm, k/v projections and norm1 per chunk.
+   dK/dV through RoPE, k-norm, k/v projections and norm1 per chunk. Attention: with kernels
+   (CUDA / interpreter) the Triton prefix-attention forward + backward (which adds into dK/dV);
+   otherwise torch SDPA on the prefix with a c x e chunk mask, differentiated by autograd.
 4. Embedding backward per chunk.
 
 Gradients go through ``torch.autograd.grad`` into per-layer buffers and are written to
@@ -19,7 +21,6 @@ per chunk. The result equals plain autograd up to floating-point summation order
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,7 @@ class _GradSink:
                 buf.mul_(self.grad_scale)
             g = buf.to(p.dtype)
             if p.grad is None:
-                p.grad = g if g is not buf or g.is_contiguous() else g.contiguous()
+                p.grad = g
             else:
                 p.grad.add_(g)
 
