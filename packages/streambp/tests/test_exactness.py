@@ -264,3 +264,24 @@ def test_explicit_position_ids_left_padding():
     lr = oracle_loss_and_grads(m, b, O.CausalLMSFT())
     ls = stream_backward(s, b, O.CausalLMSFT(), layer_chunk=5, head_chunk=7)
     check(m, s, lr, ls, torch.float64)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls transformers' deprecated checkpointing query
+def test_peft_lora_adapters():
+    """LoRA on attention and MLP projections: exact LoRA gradients, none for the frozen base weights."""
+    peft = pytest.importorskip("peft")
+    base = use_exact_rmsnorm(tiny_causal_lm("qwen2", dtype=torch.float64))
+    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
+                          lora_dropout=0.0)
+    m = peft.get_peft_model(base, cfg)
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)  # non-zero B so every LoRA factor gets a gradient
+    s = copy.deepcopy(m)
+    b = random_batch(2, 23, padding="both", prompt=4)
+    lr = oracle_loss_and_grads(m, b, O.CausalLMSFT())
+    ls = stream_backward(s, b, O.CausalLMSFT(), layer_chunk=5, head_chunk=4)
+    check(m, s, lr, ls, torch.float64)
+    trainable = [n for n, p in s.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all((p.grad is not None) == p.requires_grad for p in s.parameters())
