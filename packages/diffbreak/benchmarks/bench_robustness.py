@@ -31,13 +31,16 @@ def main() -> None:
     p.add_argument("--eval-n", type=int, default=32)
     p.add_argument("--lf-iters", type=int, default=20)
     p.add_argument("--lf-eps", type=float, default=0.05)
-    p.add_argument("--rules", default="exact_recompute,bpda_identity")
+    p.add_argument("--lf-tanh-margin", type=float, default=1e-6)
+    p.add_argument("--lf-lr-modifier", type=float, default=0.008)
+    p.add_argument("--rules", default="exact_recompute,bpda_identity", help="comma-separated, or 'none'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="suffix of the results file name")
     a = p.parse_args()
     torch.set_num_threads(1)
     s = Settings(n_images=a.n_images, t_star=a.t_star, steps=a.steps, eps=a.eps, iters=a.iters, copies=a.copies,
-                 eval_n=a.eval_n, seed=a.seed, rules=tuple(a.rules.split(",")), lf_iters=a.lf_iters, lf_eps=a.lf_eps)
+                 eval_n=a.eval_n, seed=a.seed, rules=() if a.rules == "none" else tuple(a.rules.split(",")),
+                 lf_iters=a.lf_iters, lf_eps=a.lf_eps, lf_tanh_margin=a.lf_tanh_margin, lf_lr_modifier=a.lf_lr_modifier)
     rows, _ = robustness_table(s)
     a.out.mkdir(parents=True, exist_ok=True)
     with open(a.out / f"bench_robustness{a.tag}.jsonl", "w") as f:

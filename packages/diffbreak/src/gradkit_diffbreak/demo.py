@@ -31,6 +31,8 @@ class Settings:
     rules: tuple[str, ...] = ("exact_recompute", "bpda_identity")
     lf_iters: int = 0  # 0: no LF attack
     lf_eps: float = 0.05  # bound on 1 - SSIM (LPIPS stand-in)
+    lf_tanh_margin: float = 1e-6
+    lf_lr_modifier: float = 0.008
 
 
 def robustness_table(s: Settings, log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -78,9 +80,11 @@ def robustness_table(s: Settings, log: Callable[[str], None] = print) -> tuple[l
         from .lf import LFConfig, lf_attack
 
         t0 = time.time()
-        lf = lf_attack(model, x, y, LFConfig(iters=s.lf_iters, copies=s.copies, perceptual_eps=s.lf_eps))
+        lf = lf_attack(model, x, y, LFConfig(iters=s.lf_iters, copies=s.copies, perceptual_eps=s.lf_eps,
+                                                 tanh_margin=s.lf_tanh_margin, lr_modifier=s.lf_lr_modifier))
         rec = evaluate(model, lf.x_adv, y, n=s.eval_n)
-        rows.append(_row(f"DBP, LF-{s.lf_iters} (1-SSIM<{s.lf_eps})", rec, time.time() - t0))
+        rows.append(_row(f"DBP, LF-{s.lf_iters} (1-SSIM<{s.lf_eps}, tanh margin {s.lf_tanh_margin}, lr_mod {s.lf_lr_modifier})",
+                         rec, time.time() - t0))
         adv["lf"] = lf.x_adv
         linf = float((lf.x_adv - x).abs().flatten(1).max(1).values.mean())
         rows[-1]["mean_linf"] = linf
