@@ -10,6 +10,13 @@ The reference needs transformers 4.51.3, so each implementation runs in its own 
 
 Each prints one JSON line per case: max and median over parameters of ||g - g_autograd|| / ||g_autograd||,
 and the ratio ||g|| / ||g_autograd|| of the LM head gradient (a pure scale error shows up there).
+
+With ``--memory T`` it instead times one SFT step of the benchmark model of ``bench_memory.py`` (vocab 32000,
+d 256, 4 layers, GQA 8/2, float32, B 1, no padding) with both chunk sizes 512, in a fresh subprocess, and
+reports the peak-RSS growth of the step (after ``/proc/self/clear_refs``) and its wall time (second run):
+
+    ref/bin/python benchmarks/compare_reference.py --impl reference --memory 4096
+    python benchmarks/compare_reference.py --impl gradkit --memory 4096
 """
 
 from __future__ import annotations
@@ -82,10 +89,75 @@ def run_gradkit(model, b):
     return float(stream_backward(model, b, O.CausalLMSFT(), layer_chunk=7, head_chunk=5))
 
 
+def _status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory(impl: str, T: int) -> None:
+    import gc
+    import time
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(1)
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False,
+                      attn_implementation="sdpa", max_position_embeddings=1 << 16)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).train()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 32000, (1, T), generator=g)
+    b = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    if impl == "reference":
+        import importlib.util
+        import sys
+
+        path = importlib.util.find_spec("streambp").submodule_search_locations[0] + "/stream_model.py"
+        spec = importlib.util.spec_from_file_location("streambp_stream_model", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["streambp_stream_model"] = mod
+        spec.loader.exec_module(mod)
+        sm = mod.StreamModel(model, gradient_accumulation_steps=1, logits_chunk_size=512, stream_checkpoint=True,
+                             checkpoint_chunk_size=512)
+        sm.gradient_checkpointing_enable()
+        sm.train()
+
+        def step():
+            out = sm(**b)
+            return float((out.loss if hasattr(out, "loss") else out[0]).detach())
+    else:
+        import gradkit.objectives as O
+
+        from gradkit_streambp import stream_backward
+
+        def step():
+            return float(stream_backward(model, b, O.CausalLMSFT(), layer_chunk=512, head_chunk=512))
+
+    loss = step()
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    rss0 = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    t0 = time.perf_counter()
+    step()
+    dt = time.perf_counter() - t0
+    print(json.dumps({"impl": impl, "T": T, "loss": loss, "peak_rss_delta_mib": (_status_kib("VmHWM") - rss0) / 1024,
+                      "step_s": dt}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--impl", choices=["reference", "gradkit"], required=True)
+    ap.add_argument("--memory", type=int, default=0, help="sequence length for the memory/time mode")
     args = ap.parse_args()
+    if args.memory:
+        memory(args.impl, args.memory)
+        return
     import torch
 
     torch.set_num_threads(1)
