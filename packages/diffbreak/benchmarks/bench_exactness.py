@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from gradkit_diffbreak import DDPMPurifier, GDMPGuidance, PurifiedClassifier, VPSDEPurifier
 from gradkit_diffbreak.pretrained import load_pretrained, load_test_data
 

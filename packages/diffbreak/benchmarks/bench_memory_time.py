@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from gradkit.metrics import SavedTensorMeter
-
 from gradkit_diffbreak import DDPMPurifier, NoiseTape, VPSDEPurifier
 from gradkit_diffbreak.exact import exact_purify
 from gradkit_diffbreak.ops import broadcast_copies

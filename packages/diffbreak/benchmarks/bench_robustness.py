@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from gradkit_diffbreak.demo import Settings, robustness_table
 
 

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from gradkit.errors import ConfigError
-
 from gradkit_diffbreak.evaluation import EvalRecord, majority_vote, mv_error_bound, wilson_interval
 
 

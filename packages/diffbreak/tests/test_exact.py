@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler, tiny_unet
-
 from gradkit_diffbreak import DDPMPurifier, GDMPGuidance, NoiseTape, PurifiedClassifier, VPSDEPurifier
 from gradkit_diffbreak.exact import exact_purify
+from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler, tiny_unet
 
 PURIFIERS = {
     "ddpm": lambda u, s: DDPMPurifier(u, s, t_star=0.1),
@@ -132,9 +131,8 @@ def test_bpda_and_blind_rules():
 
 def test_ddpm_step_matches_diffusers_scheduler_step():
     """The purifier's reverse step equals diffusers' DDPMScheduler.step with the same noise."""
-    from gradkit_diffbreak.process import NoiseTape as Tape
-
     from diffusers import DDPMScheduler
+    from gradkit_diffbreak.process import NoiseTape as Tape
 
     unet, sched = tiny_unet(dtype=torch.float32), DDPMScheduler(num_train_timesteps=100)
     pur = DDPMPurifier(unet, sched, t_star=0.3, steps=5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gradkit_diffbreak.reference import copy_reduce_ref, ddpm_step_bwd_ref, ddpm_step_ref
 
 pytestmark = pytest.mark.kernel
@@ -72,9 +71,8 @@ def test_copy_reduce_kernel_matches_reference(lead, copies, inner, dtype):
 
 def test_exact_gradient_through_kernels_matches_reference_path(monkeypatch):
     """End to end: DDPM purification with the Triton step (exact_recompute) vs the torch reference path."""
-    from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
-
     from gradkit_diffbreak import DDPMPurifier, PurifiedClassifier
+    from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
 
     pur = DDPMPurifier(tiny_eps_net(dtype=torch.float32), tiny_scheduler(), t_star=0.06)
     model = PurifiedClassifier(tiny_classifier(dtype=torch.float32), pur, copies=3, seed=0, deterministic=True)

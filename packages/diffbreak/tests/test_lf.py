@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from gradkit.errors import ConfigError
-from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
-
 from gradkit_diffbreak import DDPMPurifier, PurifiedClassifier
 from gradkit_diffbreak.lf import BilateralCascade, LFConfig, lf_attack
+from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
 
 
 def test_cascade_preserves_constants_and_respects_edges():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from gradkit.metrics import SavedTensorMeter
-from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
-
 from gradkit_diffbreak import PurifiedClassifier, VPSDEPurifier
+from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
 
 
 def _peak(rule: str, steps: int) -> int:

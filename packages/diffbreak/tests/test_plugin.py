@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import gradkit
 import pytest
 import torch
 from gradkit.errors import ConfigError
 from gradkit.testing import PluginContract
-from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
-
-import gradkit
 from gradkit_diffbreak import DDPMPurifier, DiffBreak, GDMPGuidance, PurifiedClassifier, VPSDEPurifier, margin_loss
+from helpers import tiny_classifier, tiny_eps_net, tiny_scheduler
 
 
 def _model(**kw):

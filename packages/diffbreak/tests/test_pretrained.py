@@ -6,7 +6,6 @@ from importlib import resources
 
 import pytest
 import torch
-
 from gradkit_diffbreak import DDPMPurifier, PurifiedClassifier, evaluate, pgd_eot
 from gradkit_diffbreak.pretrained import asset_info, load_pretrained, load_test_data
 

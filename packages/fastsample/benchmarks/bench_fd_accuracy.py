@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from gradkit_fastsample import Inpaint, load_pretrained
 from gradkit_fastsample.denoiser import UNetDenoiser
 from gradkit_fastsample.estimators import fd_central_direction, fd_direction, jvp_direction

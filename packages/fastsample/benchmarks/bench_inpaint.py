@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from gradkit_fastsample import evaluation as ev
 from gradkit_fastsample.sampler import DPSSampler
 

@@ -42,7 +42,6 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     from diffusers import DDPMScheduler
-
     from gradkit_fastsample.models import load_mnist16, make_mnist16_unet
 
     x_train, _ = load_mnist16("train")

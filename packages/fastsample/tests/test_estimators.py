@@ -3,7 +3,6 @@
 import pytest
 import torch
 from conftest import ddim, tiny_unet
-
 from gradkit_fastsample.analytic import GaussianDenoiser, GaussianMixtureDenoiser
 from gradkit_fastsample.constraints import Inpaint
 from gradkit_fastsample.denoiser import UNetDenoiser

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from gradkit_fastsample.reference import ddim_transition_ref, fd_update_ref, masked_error_probe_ref
 
 pytestmark = pytest.mark.kernel
@@ -60,7 +59,6 @@ def test_ddim_transition_kernel(shape, dtype, with_noise):
 
 def test_ops_dispatch_to_kernel_and_keep_autograd_on_reference():
     from gradkit.kernels import use_triton
-
     from gradkit_fastsample.ops import ddim_transition, fd_update, masked_error_probe
 
     x, x0, y = (torch.randn(2, 1, 5, 6) for _ in range(3))

@@ -3,8 +3,14 @@
 import pytest
 import torch
 from conftest import ddim
-
-from gradkit_fastsample import ConstrainedSampler, FastSampleCallback, FastSampleConfig, Inpaint, LatentInpaint, vae_decoder
+from gradkit_fastsample import (
+    ConstrainedSampler,
+    FastSampleCallback,
+    FastSampleConfig,
+    Inpaint,
+    LatentInpaint,
+    vae_decoder,
+)
 from gradkit_fastsample.denoiser import UNetDenoiser
 from gradkit_fastsample.sampler import correct
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from gradkit.testing import PluginContract
 from gradkit_fastsample import ConstrainedSampler, FastSample, FastSampleConfig, Inpaint, load_pretrained
 

@@ -1,10 +1,8 @@
 """The sampler: cost model, no UNet backprop, DDIM transition, batching, fused == generic, errors."""
 
+import gradkit
 import pytest
 import torch
-from conftest import ddim, tiny_unet
-
-import gradkit
 from gradkit.errors import ConfigError, GradkitError
 from gradkit_fastsample import (
     ConstrainedSampler,

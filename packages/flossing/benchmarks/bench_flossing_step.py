@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from gradkit.metrics import timeit
-
 from gradkit_flossing import flossing_loss, lyapunov_spectrum, random_frame
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from gradkit_flossing import FlossingConfig, train_delay_task
 
 

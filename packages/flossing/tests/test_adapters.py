@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from torch.func import jacrev
-
 from gradkit_flossing import as_dynamics, from_cell, jvp_tangent
 from helpers import F64, make_rnn, torch_reference_step
+from torch.func import jacrev
 
 CASES = [
     ("rnn", 1, "tanh"), ("rnn", 1, "relu"), ("rnn", 3, "tanh"), ("rnncell", 1, "tanh"),

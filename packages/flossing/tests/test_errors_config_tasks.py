@@ -3,9 +3,15 @@
 import pytest
 import torch
 from gradkit.errors import ConfigError
-
 from gradkit_flossing import (
-    Flosser, FlossingConfig, as_dynamics, delayed_copy, delayed_xor, floss, flossing_loss, lyapunov_spectrum,
+    Flosser,
+    FlossingConfig,
+    as_dynamics,
+    delayed_copy,
+    delayed_xor,
+    floss,
+    flossing_loss,
+    lyapunov_spectrum,
     temporal_parity,
 )
 from gradkit_flossing.tasks import bit_accuracy, make_task, masked_bce

@@ -1,17 +1,22 @@
 """The QR estimator against analytic identities, a two-trajectory estimate and finite-time SVD."""
 
-import math
 
 import pytest
 import torch
-from torch.autograd import gradcheck
-from torch.func import jacrev
-
 from gradkit_flossing import (
-    as_dynamics, dns_lyapunov_exponent, flossing_loss, from_cell, gradient_norm_vs_delay, jacobian_condition,
-    long_term_jacobian, lyapunov_spectrum, random_frame,
+    as_dynamics,
+    dns_lyapunov_exponent,
+    flossing_loss,
+    from_cell,
+    gradient_norm_vs_delay,
+    jacobian_condition,
+    long_term_jacobian,
+    lyapunov_spectrum,
+    random_frame,
 )
 from helpers import F64, make_rnn, seeded
+from torch.autograd import gradcheck
+from torch.func import jacrev
 
 
 def _linear_cell(A):

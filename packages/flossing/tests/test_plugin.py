@@ -1,11 +1,10 @@
 """The plugin inside gradkit.train: contract, exact task gradients, phases, loss term, reports."""
 
+import gradkit
 import pytest
 import torch
 from gradkit.errors import ConfigError
 from gradkit.testing import PluginContract
-
-import gradkit
 from gradkit_flossing import DelayTaskRNN, FlossingConfig, delayed_copy
 from gradkit_flossing.tasks import masked_bce
 from gradkit_flossing.transform import FlossingTransform, batch_inputs

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from gradkit_flossing import train_delay_task
 
 

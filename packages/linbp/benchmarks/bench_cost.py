@@ -20,7 +20,6 @@ from pathlib import Path
 
 import gradkit
 import torch
-
 from gradkit_linbp import LinBP
 from gradkit_linbp.experiment import attack_images
 from gradkit_linbp.models import load_pretrained
@@ -46,7 +45,7 @@ def main() -> None:
         x, y = attack_images(args.batch, {source: model})
         times: dict[str, list[float]] = {label: [] for label, _ in configs}
         walls: dict[str, list[float]] = {label: [] for label, _ in configs}
-        for label, cfg in configs:  # warm-up (first-forward checks, allocator)
+        for _label, cfg in configs:  # warm-up (first-forward checks, allocator)
             gradkit.attack(model, x, y, method="ifgsm", eps=0.2, alpha=0.01, steps=1,
                            transforms=[LinBP(**cfg)] if cfg else None)
         for _ in range(args.repeats):

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from gradkit_linbp.experiment import Row, format_table, run_rows
 from gradkit_linbp.models import VICTIMS, build
 from gradkit_linbp.transform import find_units

@@ -15,7 +15,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from gradkit.data import load_mnist5k, split
 from gradkit_linbp.models import ASSETS, MODELS, SEEDS, build
 

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from gradkit.errors import ConfigError
 from gradkit.loops.attack import default_attack_step
-
 from gradkit_linbp import LinBP
 from gradkit_linbp.attacks import ila, linbp_attack
 from gradkit_linbp.ila import ILA

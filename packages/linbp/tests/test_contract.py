@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import torch
 from gradkit.testing import PluginContract
-
 from gradkit_linbp import LinBP
 from gradkit_linbp.ila import ILA
 from nets import TinyResNet, TVBottleneck, randomize_bn

@@ -80,9 +80,8 @@ def test_linbp_block_backward_through_kernel_equals_reference_path(monkeypatch):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from nets import TinyResNet, TVBasic, randomize_bn
-
     from gradkit_linbp import LinBP
+    from nets import TinyResNet, TVBasic, randomize_bn
 
     torch.manual_seed(0)
     model = randomize_bn(TinyResNet(TVBasic, widths=(4, 4)))

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from gradkit_linbp.models import ASSETS, MODELS, load_pretrained
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from gradkit.errors import ConfigError, TransformError
-from torch import nn
-
 from gradkit_linbp import LinBP, branch_linbp, find_units, linear_relu
 from nets import FunctionalReLU, SharedReLU, TinyResNet, TVBasic, TVBottleneck, mlp, randomize_bn, vgg_chain
+from torch import nn
 
 torch.manual_seed(0)
 

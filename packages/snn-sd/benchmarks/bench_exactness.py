@@ -12,13 +12,11 @@ import argparse
 import copy
 import itertools
 
-from _common import JsonLines
-
+import gradkit_snn_sd as sd
 import torch
 import torch.nn.functional as F
+from _common import JsonLines
 from gradkit.data import load_digits
-
-import gradkit_snn_sd as sd
 from gradkit_snn_sd.reference import lif_bptt_reference, lif_spike_pass_reference
 
 MODES = {"soft,detached": (None, True), "soft": (None, False), "hard,detached": (0.0, True), "hard": (0.0, False),

@@ -13,14 +13,12 @@ time = median of ``--repeats`` forward+backward steps after one warm-up, 1 threa
 import argparse
 from pathlib import Path
 
-from _common import JsonLines
-
+import gradkit_snn_sd as sd
 import torch
 import torch.nn.functional as F
+from _common import JsonLines
 from gradkit.data import load_digits
 from gradkit.metrics import SavedTensorMeter
-
-import gradkit_snn_sd as sd
 from gradkit_snn_sd.experiment import attach_method, make_net
 
 WIDTHS = (16, 32, 32, 64)

@@ -11,12 +11,9 @@ import argparse
 import statistics
 from pathlib import Path
 
-from _common import JsonLines
-
-import torch
 import torch.nn.functional as F
+from _common import JsonLines
 from gradkit.data import load_digits, load_mnist5k, split
-
 from gradkit_snn_sd.experiment import train_and_eval
 
 

@@ -1,10 +1,9 @@
 import copy
 
+import gradkit_snn_sd as sd
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import gradkit_snn_sd as sd
 
 
 def grads(model, x, y, transform=None):

@@ -1,8 +1,7 @@
-import torch
-from torch import nn
-
 import gradkit_snn_sd as sd
+import torch
 from gradkit.testing import PluginContract
+from torch import nn
 
 
 class NoBNNet(sd.SpikingClassifier):

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from gradkit.errors import ConfigError
 from gradkit_snn_sd import masked_kd, rate_node, reliable_teacher
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from gradkit_snn_sd.reference import lif_rate_bwd_reference, lif_spike_pass_reference
 
 pytestmark = pytest.mark.kernel
@@ -64,10 +63,9 @@ def test_ops_dispatch_to_kernel_and_network_gradients_match():
     """Through the ops (dispatching to Triton here): a small network's rate-BP gradients match the reference path."""
     import os
 
+    import gradkit_snn_sd as sd
     import torch.nn.functional as F
     from gradkit.kernels import use_triton
-
-    import gradkit_snn_sd as sd
 
     x0 = torch.rand(2, device=_dev())
     assert use_triton(x0)

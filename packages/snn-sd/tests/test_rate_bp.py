@@ -1,16 +1,14 @@
 """Rate-BP on whole networks: values, T = 1 exactness, alignment with BPTT, BN statistics, memory."""
 
-import copy
 
+import gradkit_snn_sd as sd
 import pytest
 import torch
 import torch.nn.functional as F
-from snnsd_helpers import MaxPoolNet, clone, cosine, digits_batch, grads
-from torch import nn
-
-import gradkit_snn_sd as sd
 from gradkit.errors import ConfigError, TransformError
 from gradkit.metrics import SavedTensorMeter
+from snnsd_helpers import MaxPoolNet, clone, cosine, digits_batch, grads
+from torch import nn
 
 NETS = {
     "convnet": lambda T: sd.SpikingConvNet(widths=(8, 16, 16, 32), T=T),

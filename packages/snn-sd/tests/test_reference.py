@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 import torch
-
 from gradkit_snn_sd.reference import lif_bptt_reference, lif_spike_pass_reference
 
 # (v_reset, detach_reset): soft/hard x detached/not, plus a hard reset to a negative potential

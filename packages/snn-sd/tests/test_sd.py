@@ -2,13 +2,12 @@
 
 import copy
 
+import gradkit_snn_sd as sd
 import pytest
 import torch
 import torch.nn.functional as F
-from snnsd_helpers import digits_batch
-
-import gradkit_snn_sd as sd
 from gradkit.errors import ConfigError
+from snnsd_helpers import digits_batch
 
 
 def _net(T=2):

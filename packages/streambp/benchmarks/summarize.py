@@ -12,7 +12,7 @@ from pathlib import Path
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results")
-    rows = [json.loads(l) for l in (root / "memory.jsonl").read_text().splitlines() if l.strip()]
+    rows = [json.loads(line) for line in (root / "memory.jsonl").read_text().splitlines() if line.strip()]
     by = {(r["method"], r["T"]): r for r in rows}
     Ts = sorted({r["T"] for r in rows})
     methods = ("plain", "checkpointing", "streambp")
@@ -53,7 +53,7 @@ def main() -> None:
         print(f"| {gib} GiB | " + " | ".join(fits) + " |")
     smol = root / "smollm2.jsonl"
     if smol.exists():
-        srows = [json.loads(l) for l in smol.read_text().splitlines() if l.strip()]
+        srows = [json.loads(line) for line in smol.read_text().splitlines() if line.strip()]
         print()
         print("| step | loss (ckpt) | loss (StreamBP) | saved MiB ckpt / StreamBP | peak RSS MiB ckpt / StreamBP | step s ckpt / StreamBP |")
         print("|---|---|---|---|---|---|")

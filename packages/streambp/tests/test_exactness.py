@@ -7,7 +7,6 @@ import copy
 import gradkit.objectives as O
 import pytest
 import torch
-
 from gradkit_streambp import chunked_token_logprobs, stream_backward
 from gradkit_streambp.tiny import max_rel_error, oracle_loss_and_grads, random_batch, tiny_causal_lm, use_exact_rmsnorm
 

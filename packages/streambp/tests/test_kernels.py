@@ -89,7 +89,6 @@ def test_stream_backward_runs_the_kernels_end_to_end():
     """The whole engine with both kernels (dispatch picks Triton here) vs plain autograd, fp32."""
     import gradkit.objectives as O
     from gradkit.kernels import use_triton
-
     from gradkit_streambp import stream_backward
     from gradkit_streambp.tiny import max_rel_error, oracle_loss_and_grads, random_batch, tiny_causal_lm
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from gradkit.errors import ConfigError
 from gradkit.testing import PluginContract
-
 from gradkit_streambp import StreamBP, StreamBPConfig, UnsupportedModelError, stream_backward
 from gradkit_streambp.tiny import random_batch, tiny_causal_lm, use_exact_rmsnorm
 
@@ -132,12 +131,11 @@ def test_transform_is_inactive_outside_its_loop():
 
 
 def _ddp_worker(out_path):
+    import gradkit
+    import gradkit.objectives as O
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-
-    import gradkit
-    import gradkit.objectives as O
     from gradkit_streambp.tiny import random_batch, tiny_causal_lm, use_exact_rmsnorm
 
     torch.set_num_threads(1)

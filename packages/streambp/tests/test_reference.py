@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gradkit_streambp.ops import prefix_attention, token_logprobs
 from gradkit_streambp.reference import (
     prefix_attention_bwd_ref,

@@ -6,7 +6,8 @@ Every attack hook acts only when the ``"diffbreak"`` transform is active in the 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gradkit import hookimpl
 

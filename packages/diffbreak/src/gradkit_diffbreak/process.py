@@ -9,7 +9,7 @@ the forward exactly: that is what makes the per-step recompute of
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -9,7 +9,16 @@ no backpropagation through the diffusion model.
 from __future__ import annotations
 
 from .config import ESTIMATORS, STEP_TRANSFORMS, FastSampleConfig
-from .constraints import Constraint, Deblur, FeatureLoss, Inpaint, LatentInpaint, SuperResolution, gaussian_kernel, vae_decoder
+from .constraints import (
+    Constraint,
+    Deblur,
+    FeatureLoss,
+    Inpaint,
+    LatentInpaint,
+    SuperResolution,
+    gaussian_kernel,
+    vae_decoder,
+)
 from .denoiser import CallableDenoiser, Denoiser, UNetDenoiser
 from .models import load_mnist16, load_pretrained, make_mnist16_unet
 from .sampler import ConstrainedSampler, DPSSampler, SampleOutput, Trace

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from gradkit.errors import ConfigError
 
 from .denoiser import Denoiser

@@ -11,11 +11,11 @@ observation then lives in pixel space and ``g`` is obtained by backprop through 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from gradkit.errors import ArgumentTypeError, ConfigError
 
 __all__ = [

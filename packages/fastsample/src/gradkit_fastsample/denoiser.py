@@ -9,10 +9,10 @@ Both outputs are float32 whatever the network's dtype (finite differences need t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-
 from gradkit.errors import ArgumentTypeError, ConfigError
 
 __all__ = ["Denoiser", "UNetDenoiser", "CallableDenoiser", "as_denoiser", "alphas_cumprod_of"]

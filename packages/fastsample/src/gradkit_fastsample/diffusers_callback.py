@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from gradkit.errors import ArgumentTypeError
 
 from .config import FastSampleConfig

@@ -22,10 +22,10 @@ with ``g == 0`` get a zero direction.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-
 from gradkit.errors import ConfigError, UnknownNameError
 
 from .denoiser import Denoiser

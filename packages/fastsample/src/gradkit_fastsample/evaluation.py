@@ -8,7 +8,8 @@ of the whole image in ``[0, 1]`` units, wall time per image and network evaluati
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from gradkit.errors import ConfigError
 
 __all__ = ["ASSET_DIR", "make_mnist16_unet", "load_mnist16", "load_pretrained"]

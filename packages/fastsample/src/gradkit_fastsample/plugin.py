@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gradkit import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
     from gradkit.context import SampleState
 
 NAME = "fastsample"

@@ -7,17 +7,17 @@ arXiv:2410.18804 (NeurIPS 2025). https://arxiv.org/abs/2410.18804
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
 from gradkit.errors import ArgumentTypeError, ConfigError
 
 from .config import FastSampleConfig
 from .constraints import Constraint, vae_decoder
 from .denoiser import Denoiser, alphas_cumprod_of, as_denoiser
-from .estimators import get_estimator, probe_step, scale_direction
+from .estimators import get_estimator, scale_direction
 from .ops import ddim_transition, fd_update, masked_error_probe
 
 __all__ = ["Trace", "SampleOutput", "ConstrainedSampler", "correct", "constrained_step", "transition_coefficients",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from gradkit.context import SampleState, StashKey
 from gradkit.errors import ArgumentTypeError, ConfigError
 from gradkit.transforms import GradientTransform

@@ -12,7 +12,8 @@ are those of the module in eval mode).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from gradkit.errors import ArgumentTypeError, ConfigError

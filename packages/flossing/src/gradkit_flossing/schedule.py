@@ -8,7 +8,8 @@ leaves the parameters' ``.grad`` exactly as it found them, so it can run in the 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from gradkit.errors import ArgumentTypeError, ConfigError

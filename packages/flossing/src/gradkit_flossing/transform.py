@@ -10,7 +10,8 @@ parameter updates already made by flossing are, by design, kept.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from gradkit.context import LossTerm

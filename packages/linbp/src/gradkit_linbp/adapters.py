@@ -12,8 +12,8 @@ forward that the adapted block returns bitwise the same output as the block's ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -15,7 +15,8 @@ input gradients of a frozen model); activation-level linearisation leaves parame
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable

@@ -17,8 +17,8 @@ All take ``[N, 1, 28, 28]`` inputs in ``[0, 1]`` and return logits ``[N, 10]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

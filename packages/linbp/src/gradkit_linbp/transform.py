@@ -7,8 +7,9 @@ NeurIPS 2020, https://arxiv.org/abs/2012.03528.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from gradkit.errors import ConfigError, TransformError

@@ -3,7 +3,7 @@ teacher and the masked distillation loss."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

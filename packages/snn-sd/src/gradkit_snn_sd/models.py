@@ -8,7 +8,7 @@ Only time-linear ops sit between neurons (conv, BN, average pooling, residual ad
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from gradkit.errors import ConfigError

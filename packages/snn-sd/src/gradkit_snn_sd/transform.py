@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import warnings
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ __all__ = ["RateBackprop", "RateBackpropM", "RateBackpropS", "SelfDistillation",
 SPIKE_M, SPIKE_S, RATE = "spike_m", "spike_s", "rate"
 
 #: model -> active rate-BP runtime (so SD can see the phase)
-_RUNTIMES: "weakref.WeakKeyDictionary[nn.Module, _Runtime]" = weakref.WeakKeyDictionary()
+_RUNTIMES: weakref.WeakKeyDictionary[nn.Module, _Runtime] = weakref.WeakKeyDictionary()
 
 
 # ------------------------------------------------------------------------------------------------

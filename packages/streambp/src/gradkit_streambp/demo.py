@@ -8,13 +8,19 @@ from typing import Any
 
 
 def run_demo(ctx: Any) -> dict[str, Any]:
-    import torch
     import gradkit.objectives as O
+    import torch
     from gradkit.metrics import SavedTensorMeter
 
     from gradkit_streambp import StreamStats, stream_backward
-    from gradkit_streambp.tiny import (enable_checkpointing, max_rel_error, oracle_loss_and_grads, random_batch, tiny_causal_lm,
-                                       use_exact_rmsnorm)
+    from gradkit_streambp.tiny import (
+        enable_checkpointing,
+        max_rel_error,
+        oracle_loss_and_grads,
+        random_batch,
+        tiny_causal_lm,
+        use_exact_rmsnorm,
+    )
 
     torch.set_num_threads(1)
     out: dict[str, Any] = {}

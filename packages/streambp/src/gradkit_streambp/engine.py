@@ -27,10 +27,9 @@ from typing import Any
 
 import torch
 from gradkit.errors import ConfigError
-
-from gradkit_streambp.adapters import DecoderAdapter, LayerParts, check_trainable_state, get_adapter
 from gradkit.kernels import use_triton
 
+from gradkit_streambp.adapters import DecoderAdapter, LayerParts, check_trainable_state, get_adapter
 from gradkit_streambp.ops.prefix_attention import prefix_attention_bwd, prefix_attention_fwd, prefix_attention_sdpa
 from gradkit_streambp.ops.weighted_ce import weighted_ce_bwd, weighted_ce_fwd
 

@@ -15,9 +15,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from gradkit.context import StashKey
 from gradkit.errors import ConfigError
+from gradkit.loops.train import reduce_gradients
 
 from gradkit_streambp.engine import StreamStats
 
@@ -55,26 +55,6 @@ def loop_start(loop: Any, transform: Any) -> None:
     loop.stash[STATE] = st
 
 
-def _reduce_once(accelerator: Any, params: list[torch.nn.Parameter]) -> None:
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for g in grads:
-        by_dtype.setdefault(g.dtype, []).append(g)
-    for gs in by_dtype.values():
-        flat = torch.cat([g.reshape(-1) for g in gs])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(accelerator.num_processes)
-        off = 0
-        for g in gs:
-            n = g.numel()
-            g.copy_(flat[off:off + n].view_as(g))
-            off += n
-
-
 def forward_backward(step: Any, transform: Any) -> Any:
     loop = step.loop
     st = loop.stash.get(STATE)
@@ -85,9 +65,9 @@ def forward_backward(step: Any, transform: Any) -> Any:
     loss = transform.forward_backward(step.model, step.batch, step.objective, normalizer=step.normalizer,
                                       grad_scale=step.loss_scale, stats=stats)
     st.stats = stats
-    if step.micro_index == step.num_micro_batches - 1 and acc.num_processes > 1:
+    if step.is_last_micro_batch and acc.num_processes > 1:
         params = [p for g in loop.optimizer.param_groups for p in g["params"]]
-        _reduce_once(acc, params)
+        reduce_gradients(acc, params)
         st.reductions += 1
     return loss
 

@@ -8,7 +8,6 @@ plain torch) is used so gradients stay correct; the kernels are inference-only.
 from __future__ import annotations
 
 import torch
-
 from gradkit.kernels import use_triton
 
 from ..reference.fused import ddim_transition_ref, fd_update_ref, masked_error_probe_ref

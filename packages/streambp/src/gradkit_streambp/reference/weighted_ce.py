@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-
 _ROWS = 64
 
 
