@@ -156,10 +156,12 @@ def attack(
             h.remove()
 
 
-def default_input_grad(state: AttackState) -> torch.Tensor:
+def default_input_grad(state: AttackState,
+                       loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Plain-autograd gradient of ``loss(x_adv).sum()`` (default: ``state.loss``); records the mean loss."""
     x = state.x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = state.loss(x).sum()
+        loss = (state.loss if loss is None else loss)(x).sum()
         (grad,) = torch.autograd.grad(loss, x)
     state.losses.append(float(loss.detach()) / max(1, x.shape[0]))
     return grad

