@@ -112,7 +112,7 @@ def ci(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("package", PACKAGES)
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """One package installed alone beside the core: its CPU tests (no slow, no gpu)."""
     bootstrap(session)
@@ -121,7 +121,7 @@ def tests(session: nox.Session, package: str) -> None:
 
 
 @nox.session
-@nox.parametrize("package", PACKAGES)
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
 def kernels(session: nox.Session, package: str) -> None:
     """One package's Triton kernels through the interpreter on CPU (TRITON_INTERPRET=1)."""
     bootstrap(session)
