@@ -33,7 +33,7 @@ def test_layout_and_metadata(name):
     assert meta["build-system"]["build-backend"] == "setuptools.build_meta"
     assert proj["entry-points"]["gradkit"] == {name: f"{_mod(name)}.plugin"}
     deps = " ".join(proj["dependencies"])
-    assert re.search(r"\bgradkit\s*[<>=~]", deps), "depends on a gradkit version range"
+    assert re.search(r"\bgradkit(\[[a-z,]+\])?\s*[<>=~]", deps), "depends on a gradkit version range"
     assert "torch==" not in deps, "packages declare a torch range, never a pin"
     assert "triton" in " ".join(proj.get("optional-dependencies", {}).get("triton", []))
     src = d / "src" / _mod(name)
