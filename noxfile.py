@@ -104,10 +104,11 @@ def ci(session: nox.Session) -> None:
     _pytest(session, "core/tests", "-n", workers, "-m", "not slow and not gpu")
     for name in PACKAGES:
         _pytest(session, f"packages/{name}/tests", "-n", workers, "-m", "not slow and not gpu and not kernel")
-    for name in PACKAGES + ["_template"]:
-        if name == "_template":
-            install(session, "-e", "packages/_template", no_deps=True)
+    for name in PACKAGES:
         _pytest(session, f"packages/{name}/tests", "-n", workers, "-m", "kernel", env={"TRITON_INTERPRET": "1"})
+    install(session, "-e", "packages/_template", no_deps=True)  # the skeleton must stay a working plugin
+    _pytest(session, "packages/_template/tests", "-m", "not slow and not gpu and not kernel")
+    _pytest(session, "packages/_template/tests", "-m", "kernel", env={"TRITON_INTERPRET": "1"})
     _pytest(session, "tests", "-m", "not slow and not gpu")
 
 
