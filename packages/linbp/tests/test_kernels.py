@@ -63,7 +63,7 @@ def test_attack_update_kernel_matches_reference(dtype, norm, momentum):
     tol = TOL[dtype] if dtype == torch.float32 else dict(rtol=0, atol=2e-3)
     torch.testing.assert_close(got, want, **tol)
     if momentum:
-        torch.testing.assert_close(m_got, m_want, **(TOL[dtype] if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)))
+        torch.testing.assert_close(m_got, m_want, **(TOL[dtype] if dtype == torch.float32 else dict(rtol=2e-3, atol=2e-3)))
     else:
         assert m_got is None
     # the l_inf ball and [0, 1] hold exactly for the kernel's output
