@@ -41,6 +41,19 @@ def test_saved_tensor_meter_grows_with_depth():
     assert peaks[1] == 4 * peaks[0]
 
 
+def test_peak_rss_window_sees_a_temporary_allocation():
+    from gradkit.metrics import PeakRSSWindow
+
+    with PeakRSSWindow() as small:
+        pass
+    with PeakRSSWindow() as big:
+        t = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del t
+    assert big.peak_delta_bytes >= 60 * 2**20
+    assert small.peak_delta_bytes < big.peak_delta_bytes
+    assert big.peak_delta_mib == big.peak_delta_bytes / 2**20
+
+
 def test_rss_and_timeit():
     assert peak_rss_bytes() > 10 * 2**20
     t = timeit(lambda: sum(range(100)), repeat=3)

@@ -4,6 +4,8 @@
   de-duplicated by storage, parameters excluded. CPU-friendly stand-in for
   ``torch.cuda.max_memory_allocated`` when comparing activation memory of gradient methods.
 - :func:`peak_rss_bytes`: the process's peak resident set size (whole-process memory).
+- :class:`PeakRSSWindow`: the peak RSS reached inside one block, above the level at its start, so
+  several methods can be compared in one process (Linux: resets the kernel's high-water mark).
 - :func:`timeit`: median wall time of a callable (for benchmark scripts, never for tests).
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["SavedTensorMeter", "peak_rss_bytes", "current_rss_bytes", "timeit", "tensor_storage_bytes"]
+__all__ = ["SavedTensorMeter", "PeakRSSWindow", "peak_rss_bytes", "current_rss_bytes", "timeit", "tensor_storage_bytes"]
 
 
 def tensor_storage_bytes(t: torch.Tensor) -> int:
@@ -150,6 +152,47 @@ def current_rss_bytes() -> int:
         return pages * resource.getpagesize()
     except OSError:
         return peak_rss_bytes()
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field} line")
+
+
+class PeakRSSWindow:
+    """Peak resident set size reached inside a ``with`` block, above the RSS at its start.
+
+    ``getrusage``'s peak only ever grows, so it cannot compare two methods run one after the other in
+    one process. On Linux this window resets the kernel's high-water mark (``/proc/self/clear_refs``)
+    at entry and reads ``VmHWM - VmRSS(entry)`` at exit; elsewhere it raises ``RuntimeError``::
+
+        with PeakRSSWindow() as win:
+            loss = step()
+        print(win.peak_delta_bytes)
+    """
+
+    def __init__(self) -> None:
+        self.rss_before = 0
+        self.peak_delta_bytes = 0
+
+    def __enter__(self) -> PeakRSSWindow:
+        if not sys.platform.startswith("linux"):
+            raise RuntimeError("PeakRSSWindow needs Linux /proc (clear_refs, VmHWM); use peak_rss_bytes() elsewhere")
+        gc.collect()
+        self.rss_before = _proc_status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak_delta_bytes = _proc_status_bytes("VmHWM") - self.rss_before
+
+    @property
+    def peak_delta_mib(self) -> float:
+        return self.peak_delta_bytes / 2**20
 
 
 def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> dict[str, float]:

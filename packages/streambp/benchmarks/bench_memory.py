@@ -28,19 +28,10 @@ from pathlib import Path
 METHODS = ("plain", "checkpointing", "streambp")
 
 
-def _status_kib(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def worker(method: str, T: int, layer_chunk: int, head_chunk: int) -> dict:
-    import gc
-
     import gradkit.objectives as O
     import torch
-    from gradkit.metrics import SavedTensorMeter
+    from gradkit.metrics import PeakRSSWindow, SavedTensorMeter
     from gradkit_streambp import StreamStats, stream_backward
     from gradkit_streambp.tiny import enable_checkpointing, oracle_loss_and_grads, random_batch, tiny_causal_lm
 
@@ -62,17 +53,13 @@ def worker(method: str, T: int, layer_chunk: int, head_chunk: int) -> dict:
         loss = step()
     saved = meter.peak_bytes
     model.zero_grad(set_to_none=True)
-    gc.collect()
-    rss0 = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    t0 = time.perf_counter()
-    step()
-    dt = time.perf_counter() - t0
-    peak = _status_kib("VmHWM")
+    with PeakRSSWindow() as rss:
+        t0 = time.perf_counter()
+        step()
+        dt = time.perf_counter() - t0
     return {
         "method": method, "T": T, "loss": float(loss), "saved_peak_mib": saved / 2**20,
-        "peak_rss_delta_mib": (peak - rss0) / 1024, "step_s": dt,
+        "peak_rss_delta_mib": rss.peak_delta_mib, "step_s": dt,
         "layer_chunk": layer_chunk if method == "streambp" else None,
         "head_chunk": head_chunk if method == "streambp" else None,
         "streambp_checkpoints_mib": stats.checkpoint_bytes / 2**20 if method == "streambp" else None,

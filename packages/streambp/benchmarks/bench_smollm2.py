@@ -19,13 +19,6 @@ import time
 from pathlib import Path
 
 
-def _status_kib(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _text() -> str:
     """Real English prose available offline: docstrings of Python standard-library modules."""
     import importlib
@@ -43,12 +36,11 @@ def _text() -> str:
 
 
 def worker(method: str, T: int, steps: int, layer_chunk: int, head_chunk: int) -> dict:
-    import gc
     import importlib.util
 
     import gradkit.objectives as O
     import torch
-    from gradkit.metrics import SavedTensorMeter
+    from gradkit.metrics import PeakRSSWindow, SavedTensorMeter
     from gradkit_streambp import stream_backward
     from gradkit_streambp.tiny import enable_checkpointing, oracle_loss_and_grads
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,22 +64,18 @@ def worker(method: str, T: int, steps: int, layer_chunk: int, head_chunk: int) -
     for i in range(steps):
         x = ids[:, i * T:(i + 1) * T]
         batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x.clone()}
-        gc.collect()
-        rss0 = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        t0 = time.perf_counter()
-        with SavedTensorMeter(exclude=model) as meter:
-            if method == "streambp":
-                loss = stream_backward(model, batch, obj, layer_chunk=layer_chunk, head_chunk=head_chunk)
-            else:
-                loss = oracle_loss_and_grads(model, batch, obj)
-        dt = time.perf_counter() - t0
-        peak = _status_kib("VmHWM")
+        with PeakRSSWindow() as rss:
+            t0 = time.perf_counter()
+            with SavedTensorMeter(exclude=model) as meter:
+                if method == "streambp":
+                    loss = stream_backward(model, batch, obj, layer_chunk=layer_chunk, head_chunk=head_chunk)
+                else:
+                    loss = oracle_loss_and_grads(model, batch, obj)
+            dt = time.perf_counter() - t0
         opt.step()
         opt.zero_grad(set_to_none=True)
         rows.append({"method": method, "T": T, "step": i, "loss": float(loss), "saved_peak_mib": meter.peak_bytes / 2**20,
-                     "peak_rss_delta_mib": (peak - rss0) / 1024, "step_s": dt})
+                     "peak_rss_delta_mib": rss.peak_delta_mib, "step_s": dt})
     return {"rows": rows}
 
 

@@ -88,6 +88,8 @@ def run_gradkit(model, b):
     return float(stream_backward(model, b, O.CausalLMSFT(), layer_chunk=7, head_chunk=5))
 
 
+# Standalone on purpose: `--impl reference` runs in the reference package's own venv, where gradkit (and its
+# gradkit.metrics.PeakRSSWindow) is not installed; this is the same measurement.
 def _status_kib(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
