@@ -15,11 +15,10 @@ from pathlib import Path
 
 import gradkit_snn_sd as sd
 import torch
-import torch.nn.functional as F
 from _common import JsonLines
 from gradkit.data import load_digits
 from gradkit.metrics import SavedTensorMeter
-from gradkit_snn_sd.experiment import attach_method, make_net
+from gradkit_snn_sd.experiment import attach_method, forward_backward, make_net
 
 WIDTHS = (16, 32, 32, 64)
 
@@ -66,11 +65,7 @@ def build(provider, T):
 
 
 def step(net, esd, x, y):
-    out = net(x)
-    loss = F.cross_entropy(out, y)
-    if esd is not None:
-        loss = loss + esd.loss(out, y)
-    loss.backward()
+    forward_backward(net, esd, x, y)
     net.zero_grad(set_to_none=True)
 
 

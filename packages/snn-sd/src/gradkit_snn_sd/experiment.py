@@ -86,12 +86,8 @@ def train_and_eval(
             for i in range(0, len(x_tr), batch):
                 idx = perm[i : i + batch]
                 xb, yb = x_tr[idx], y_tr[idx]
-                out = net(xb)
-                loss = F.cross_entropy(out, yb)
-                if esd is not None:
-                    loss = loss + esd.loss(out, yb)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                forward_backward(net, esd, xb, yb)
                 opt.step()
                 sched.step()
         seconds = time.perf_counter() - t0
@@ -102,6 +98,16 @@ def train_and_eval(
     return {"acc": acc, "seconds": seconds, "s_per_epoch": seconds / epochs}
 
 
+def forward_backward(net: torch.nn.Module, esd: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One training forward + backward: cross-entropy, plus the self-distillation loss when ``esd`` is given."""
+    out = net(x)
+    loss = F.cross_entropy(out, y)
+    if esd is not None:
+        loss = loss + esd.loss(out, y)
+    loss.backward()
+    return loss.detach()
+
+
 def saved_bytes(method: str, T: int, x: torch.Tensor, y: torch.Tensor, *, widths=(16, 32, 32, 64)) -> int:
     """Peak autograd-saved bytes of one training forward+backward (parameters excluded)."""
     from gradkit.metrics import SavedTensorMeter
@@ -110,11 +116,7 @@ def saved_bytes(method: str, T: int, x: torch.Tensor, y: torch.Tensor, *, widths
     handles, esd = attach_method(net, method)
     try:
         with SavedTensorMeter(exclude=net) as meter:
-            out = net(x)
-            loss = F.cross_entropy(out, y)
-            if esd is not None:
-                loss = loss + esd.loss(out, y)
-            loss.backward()
+            forward_backward(net, esd, x, y)
     finally:
         for h in reversed(handles):
             h.remove()
@@ -130,11 +132,7 @@ def step_time(method: str, T: int, x: torch.Tensor, y: torch.Tensor, *, repeats:
     try:
         for r in range(repeats + 1):
             t0 = time.perf_counter()
-            out = net(x)
-            loss = F.cross_entropy(out, y)
-            if esd is not None:
-                loss = loss + esd.loss(out, y)
-            loss.backward()
+            forward_backward(net, esd, x, y)
             net.zero_grad(set_to_none=True)
             if r > 0:  # first call warms up
                 times.append(time.perf_counter() - t0)
