@@ -7,7 +7,6 @@ many positional values, so these objects can gain fields without breaking any pl
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -344,7 +343,3 @@ class AttackState(_HasTransforms):
         per_example = self.loss_fn(self.model(x), self.y)
         return -per_example if self.targeted else per_example
 
-
-def replace(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` for context objects."""
-    return dataclasses.replace(obj, **changes)
